@@ -1,0 +1,32 @@
+# The one place for commands; CI (.ci/run) calls `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test unit lint typecheck rabbitmq clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the Hello/World tutorial in one process, on the in-memory broker
+	$(BIN)/python samples/demo.py
+
+test: $(STAMP) lint rabbitmq  ## lint, type-check, then every test (RabbitMQ ones included)
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)  ## tests that need no broker
+	$(BIN)/python -m pytest -m "not rabbitmq"
+
+lint: $(STAMP)
+	$(BIN)/ruff check tavrida2 tests samples
+	$(BIN)/mypy tavrida2
+
+rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if installed)
+	@bash scripts/ensure-rabbitmq.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,306 @@
+"""Handler decorators and the per-controller :class:`Dispatcher`.
+
+The four handler decorators only record what they handle on the function
+(:class:`HandlerSpec`); :func:`rpc_service` reads those records once, when the
+class is defined, into the class's own dispatcher and the global
+:class:`~tavrida2.router.Router`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tavrida2 import entry_point, exceptions
+from tavrida2.controller import AbstractController
+from tavrida2.messages import (
+    IncomingError,
+    IncomingNotification,
+    IncomingResponse,
+    Message,
+    MessageType,
+)
+from tavrida2.router import Router
+
+if TYPE_CHECKING:
+    from tavrida2.proxies import RPCProxy
+    from tavrida2.service import ServiceController
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+_SPEC_ATTR = "_tavrida_handler"
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """What a decorator recorded: the entry point and message type handled."""
+
+    service: str | None
+    method: str
+    message_type: MessageType
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    """A registered handler: method name and the parameters it takes."""
+
+    name: str
+    message_type: MessageType
+    entry_point: str
+    params: frozenset[str]
+    required: frozenset[str]
+    takes_any: bool
+    is_coroutine: bool
+    schema: dict[str, Any] | None = None
+
+    def select(self, payload: dict[str, Any], strict: bool) -> dict[str, Any]:
+        """The keyword arguments for the handler out of ``payload``.
+
+        Missing required parameters raise :class:`WrongParameters`; unknown keys
+        are dropped (Tavrida 1.0 filtering), or rejected when ``strict``.
+        """
+        if self.message_type is MessageType.ERROR:
+            return {}
+        missing = self.required - payload.keys()
+        if missing:
+            raise exceptions.WrongParameters(
+                handler=self.name, reason=f"missing parameter(s) {', '.join(sorted(missing))}"
+            )
+        if self.takes_any:
+            return payload
+        extra = payload.keys() - self.params
+        if not extra:
+            return payload
+        if strict:
+            raise exceptions.WrongParameters(
+                handler=self.name, reason=f"unexpected parameter(s) {', '.join(sorted(extra))}"
+            )
+        return {k: v for k, v in payload.items() if k in self.params}
+
+
+def _describe(
+    name: str, func: Callable[..., Any], message_type: MessageType, ep: str
+) -> HandlerInfo:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - builtins only
+        raise exceptions.WrongHandlerSignature(handler=name, reason=str(exc)) from None
+    params = list(signature.parameters.values())
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) < 3 and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise exceptions.WrongHandlerSignature(
+            handler=name, reason="it must take (self, message, proxy, ...)"
+        )
+    rest = params[3:]
+    keyword = [p for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = [p.name for p in keyword if p.default is p.empty]
+    if any(p.kind is p.POSITIONAL_ONLY for p in rest):
+        raise exceptions.WrongHandlerSignature(
+            handler=name, reason="payload parameters cannot be positional-only"
+        )
+    if message_type is MessageType.ERROR and required:
+        raise exceptions.WrongHandlerSignature(
+            handler=name, reason="an error handler takes only (self, error, proxy)"
+        )
+    return HandlerInfo(
+        name=name,
+        message_type=message_type,
+        entry_point=ep,
+        params=frozenset(p.name for p in keyword),
+        required=frozenset(required),
+        takes_any=any(p.kind is p.VAR_KEYWORD for p in params),
+        is_coroutine=inspect.iscoroutinefunction(func),
+    )
+
+
+class Dispatcher(AbstractController):
+    """Finds the handler of a controller for an entry point and message type.
+
+    Each :class:`~tavrida2.service.ServiceController` class owns one.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[MessageType, dict[str, HandlerInfo]] = {t: {} for t in MessageType}
+
+    @property
+    def handlers(self) -> dict[str, dict[str, str]]:
+        return {t.value: {ep: h.name for ep, h in hs.items()} for t, hs in self._handlers.items()}
+
+    @property
+    def subscriptions(self) -> dict[str, str]:
+        return self.handlers["notification"]
+
+    def register(
+        self,
+        entry_point: entry_point.EntryPoint | str,
+        message_type: str,
+        handler_method_name: str,
+        info: HandlerInfo | None = None,
+    ) -> None:
+        """Register ``handler_method_name`` for ``message_type`` messages at ``entry_point``."""
+        ep = str(entry_point)
+        kind = MessageType(message_type)
+        table = self._handlers[kind]
+        if ep in table:
+            raise exceptions.DuplicatedEntryPointRegistration(entry_point=f"{ep} ({kind})")
+        if any(h.name == handler_method_name for h in table.values()):
+            raise exceptions.DuplicatedMethodRegistration(method_name=handler_method_name)
+        table[ep] = info or HandlerInfo(
+            handler_method_name, kind, ep, frozenset(), frozenset(), True, False
+        )
+
+    def get_handler(self, entry_point: entry_point.EntryPoint | str, message_type: str) -> str:
+        """Name of the handler method for ``entry_point`` and ``message_type``."""
+        return self.get_handler_info(entry_point, message_type).name
+
+    def get_handler_info(
+        self, entry_point: entry_point.EntryPoint | str, message_type: str
+    ) -> HandlerInfo:
+        ep = str(entry_point)
+        try:
+            return self._handlers[MessageType(message_type)][ep]
+        except (KeyError, ValueError):
+            raise exceptions.HandlerNotFound(entry_point=ep, message_type=message_type) from None
+
+    def get_info_by_name(self, handler_method_name: str) -> HandlerInfo:
+        for info in self.iter_handlers():
+            if info.name == handler_method_name:
+                return info
+        raise exceptions.HandlerNotFound(entry_point=handler_method_name, message_type="any")
+
+    def iter_handlers(self) -> Iterator[HandlerInfo]:
+        for table in self._handlers.values():
+            yield from table.values()
+
+    def get_publishers(self) -> Iterator[entry_point.EntryPoint]:
+        """Entry points of the notifications subscribed to."""
+        for ep in self._handlers[MessageType.NOTIFICATION]:
+            yield entry_point.parse(ep)
+
+    def get_request_entry_services(self) -> Iterator[str]:
+        """Service names that requests are handled for (each once)."""
+        seen: set[str] = set()
+        for ep in self._handlers[MessageType.REQUEST]:
+            service = entry_point.parse(ep).service
+            if service not in seen:
+                seen.add(service)
+                yield service
+
+    @staticmethod
+    def dispatching_entry_point(message: Message) -> entry_point.EntryPoint:
+        """Requests are dispatched by destination; answers and notifications by source."""
+        if isinstance(message, IncomingResponse | IncomingError | IncomingNotification):
+            return message.source
+        return message.destination
+
+    @staticmethod
+    def proxy_source(message: Message, service_name: str) -> entry_point.EntryPoint:
+        """The source of what a handler sends while handling ``message``."""
+        if isinstance(message, IncomingNotification):
+            return entry_point.ServiceEntryPoint(service_name)
+        return message.destination
+
+    def create_rpc_proxy(self, service_instance: ServiceController, message: Message) -> RPCProxy:
+        from tavrida2.proxies import RPCProxy
+
+        return RPCProxy(
+            postprocessor=service_instance.postprocessor,
+            source=self.proxy_source(message, service_instance.service_name),
+            context=message.context,
+            correlation_id=message.correlation_id,
+            headers=message.headers,
+        )
+
+    def process(self, message: Message, service_instance: ServiceController) -> Any:
+        """Find the handler for ``message`` and run it on ``service_instance``."""
+        ep = self.dispatching_entry_point(message)
+        method_name = self.get_handler(ep, message.message_type)
+        proxy = self.create_rpc_proxy(service_instance, message)
+        return service_instance.process(method_name, message, proxy)
+
+
+def _handler_decorator(message_type: MessageType) -> Callable[..., Callable[[F], F]]:
+    def factory(
+        service: str | None = None,
+        method: str | None = None,
+        *,
+        schema: dict[str, Any] | None = None,
+    ) -> Callable[[F], F]:
+        if not method:
+            raise TypeError(f"{message_type.value} handler decorator needs method=")
+        if service is None and message_type is not MessageType.REQUEST:
+            raise TypeError(f"{message_type.value} handler decorator needs service=")
+
+        def decorator(func: F) -> F:
+            setattr(func, _SPEC_ATTR, HandlerSpec(service, method, message_type, schema))
+            return func
+
+        return decorator
+
+    return factory
+
+
+rpc_method = _handler_decorator(MessageType.REQUEST)
+rpc_method.__doc__ = "Handle requests to ``service.method`` (service defaults to the controller's)."
+rpc_response_method = _handler_decorator(MessageType.RESPONSE)
+rpc_response_method.__doc__ = "Handle responses from the remote ``service.method``."
+rpc_error_method = _handler_decorator(MessageType.ERROR)
+rpc_error_method.__doc__ = "Handle errors from the remote ``service.method``; takes (error, proxy)."
+subscription_method = _handler_decorator(MessageType.NOTIFICATION)
+subscription_method.__doc__ = "Handle notifications published by ``service`` from ``method``."
+
+
+def rpc_service(service_name: str) -> Callable[[C], C]:
+    """Declare a :class:`~tavrida2.service.ServiceController` class as service ``service_name``.
+
+    Registers its handlers in a dispatcher of its own and the class in the
+    :class:`~tavrida2.router.Router`.
+    """
+    if not service_name or "." in service_name:
+        raise exceptions.WrongEntryPointFormat(value=service_name)
+
+    def decorator(cls: C) -> C:
+        from tavrida2.service import ServiceController
+
+        if not (isinstance(cls, type) and issubclass(cls, ServiceController)):
+            raise exceptions.NeedToBeController(service=repr(cls))
+        cls.service_name = service_name
+        disp = Dispatcher()
+        cls._dispatcher = disp
+        router = Router()
+        for attr_name in dir(cls):
+            func = getattr(cls, attr_name, None)
+            spec: HandlerSpec | None = getattr(func, _SPEC_ATTR, None)
+            if spec is None or func is None:
+                continue
+            service = spec.service or service_name
+            ep = f"{service}.{spec.method}"
+            entry_point.parse(ep)
+            info = replace(_describe(attr_name, func, spec.message_type, ep), schema=spec.schema)
+            disp.register(ep, spec.message_type, attr_name, info)
+            if spec.message_type is MessageType.NOTIFICATION:
+                router.register_subscription(service, cls)
+        router.register(service_name, cls)
+        return cls
+
+    return decorator
+
+
+__all__ = [
+    "Dispatcher",
+    "HandlerInfo",
+    "HandlerSpec",
+    "rpc_error_method",
+    "rpc_method",
+    "rpc_response_method",
+    "rpc_service",
+    "subscription_method",
+]

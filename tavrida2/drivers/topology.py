@@ -1,0 +1,84 @@
+"""What a server declares on the broker (pure: no I/O).
+
+One durable topic exchange and one durable queue per server; the queue is
+bound with ``<service>.#`` for each service the server runs; every exchange
+that the services' discovery names is declared; subscriptions bind the queue
+to each remote publisher's exchange with the ``service.method`` it publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tavrida2.service import ServiceController
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str = "topic"
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    durable: bool = True
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass
+class Topology:
+    """Exchanges, queues and bindings, each once, in declaration order."""
+
+    exchanges: list[ExchangeSpec] = field(default_factory=list)
+    queues: list[QueueSpec] = field(default_factory=list)
+    bindings: list[BindingSpec] = field(default_factory=list)
+
+    def add(self, item: ExchangeSpec | QueueSpec | BindingSpec) -> None:
+        if isinstance(item, ExchangeSpec):
+            _append_new(self.exchanges, item)
+        elif isinstance(item, QueueSpec):
+            _append_new(self.queues, item)
+        else:
+            _append_new(self.bindings, item)
+
+
+def _append_new(items: list[Any], item: Any) -> None:
+    if item not in items:
+        items.append(item)
+
+
+def server_topology(
+    queue_name: str, exchange_name: str, service_classes: Iterable[type[ServiceController]]
+) -> Topology:
+    """The topology of a server running ``service_classes``."""
+    topology = Topology()
+    topology.add(ExchangeSpec(exchange_name))
+    topology.add(QueueSpec(queue_name))
+    for cls in service_classes:
+        discovery = cls.get_discovery()
+        dispatcher = cls.get_dispatcher()
+        for service in (cls.service_name, *dispatcher.get_request_entry_services()):
+            topology.add(BindingSpec(queue_name, exchange_name, f"{service}.#"))
+        for names in discovery.get_all_exchanges().values():
+            for name in names:
+                topology.add(ExchangeSpec(name))
+        for publisher in dispatcher.get_publishers():
+            exchange = discovery.get_remote_publisher(publisher.service)
+            topology.add(ExchangeSpec(exchange))
+            topology.add(BindingSpec(queue_name, exchange, publisher.to_routing_key()))
+    return topology
+
+
+__all__ = ["BindingSpec", "ExchangeSpec", "QueueSpec", "Topology", "server_topology"]

@@ -1,0 +1,177 @@
+"""Engines: run the pipeline for each delivery and decide what the driver does with it.
+
+The sync engine calls everything in the driver's thread; what handlers send is
+published (and confirmed) as they send it. The async engine runs each
+delivery in a task: ``async def`` handlers are awaited, plain ones run in an
+executor; what they send is published at once in tasks of its own, and the
+delivery is settled only after all of it was confirmed.
+
+Dispositions: handled (even if the answer is an Error) -> ACK; a message that
+can never be handled, or a cast/notification whose handler failed -> REJECT
+(dead-lettered where the queue has a dead-letter exchange). Every rejection is
+logged with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tavrida2 import exceptions
+from tavrida2.drivers.base import AsyncDriver, Disposition
+from tavrida2.messages import AMQPMessage
+from tavrida2.preprocessor import PreProcessor
+from tavrida2.steps import LoggingMiddleware
+
+log = logging.getLogger(__name__)
+_masker = LoggingMiddleware()
+
+PendingPublish = asyncio.Future[Any] | concurrent.futures.Future[Any]
+_pending: contextvars.ContextVar[list[PendingPublish] | None] = contextvars.ContextVar(
+    "tavrida2_pending_publishes", default=None
+)
+
+
+def _unhandleable(preprocessor: PreProcessor, amqp_message: AMQPMessage, error: Exception) -> Any:
+    """Log a message that cannot be handled and answer its caller if it has one.
+
+    Returns the publisher's result (``None`` on the sync engine) when the caller
+    was answered, else raises ``LookupError``.
+    """
+    headers = amqp_message.headers if isinstance(amqp_message.headers, dict) else {}
+    log.error(
+        "cannot handle message %s (code %s): %s; headers=%s",
+        headers.get("message_id", "?"),
+        exceptions.error_code(error),
+        error,
+        _masker.mask(headers),
+        exc_info=not isinstance(error, exceptions.TavridaError),
+    )
+    return preprocessor.reply_error(amqp_message, error)
+
+
+class SyncEngine:
+    """Handles deliveries of a sync driver, one at a time."""
+
+    def __init__(self, preprocessor: PreProcessor) -> None:
+        self._preprocessor = preprocessor
+
+    def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
+        try:
+            jobs = self._preprocessor.prepare(amqp_message)
+        except Exception as error:
+            try:
+                _unhandleable(self._preprocessor, amqp_message, error)
+            except LookupError:
+                return Disposition.REJECT
+            except exceptions.TavridaError as exc:
+                log.error("could not answer the caller: %s", exc)
+                return Disposition.REJECT
+            return Disposition.ACK
+        disposition = Disposition.ACK
+        for controller, info, message, proxy in jobs:
+            try:
+                controller.handle(info, message, proxy)
+            except Exception as exc:
+                _log_failure(exc)
+                disposition = Disposition.REJECT
+        return disposition
+
+
+def _log_failure(exc: Exception) -> None:
+    cause = exc.__cause__ if isinstance(exc, exceptions.HandlerFailed) else exc
+    log.error("%s; message rejected", exc, exc_info=cause)
+
+
+class AsyncOutbox:
+    """The async engine's publisher: publishes in a task and tracks it for the delivery.
+
+    Returns an awaitable (from the event loop's thread) or a
+    ``concurrent.futures.Future`` (from an executor thread): a handler may wait
+    on it to learn whether its message was confirmed.
+    """
+
+    def __init__(self, driver: AsyncDriver, loop: asyncio.AbstractEventLoop) -> None:
+        self._driver = driver
+        self._loop = loop
+
+    def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> PendingPublish:
+        coro = self._driver.publish(exchange, routing_key, message, mandatory)
+        future: PendingPublish
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            future = self._loop.create_task(coro)
+        else:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        pending = _pending.get()
+        if pending is not None:
+            pending.append(future)
+        return future
+
+
+class AsyncEngine:
+    """Handles deliveries of an async driver; each in its own task."""
+
+    def __init__(
+        self,
+        preprocessor: PreProcessor,
+        loop: asyncio.AbstractEventLoop,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self._preprocessor = preprocessor
+        self._loop = loop
+        self._executor = executor
+
+    async def run_sync(self, func: Callable[[], Any]) -> Any:
+        context = contextvars.copy_context()
+        return await self._loop.run_in_executor(self._executor, context.run, func)
+
+    async def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
+        pending: list[PendingPublish] = []
+        _pending.set(pending)
+        disposition = Disposition.ACK
+        try:
+            jobs = self._preprocessor.prepare(amqp_message)
+        except Exception as error:
+            try:
+                _unhandleable(self._preprocessor, amqp_message, error)
+            except LookupError:
+                return Disposition.REJECT
+            except exceptions.TavridaError as exc:
+                log.error("could not answer the caller: %s", exc)
+                return Disposition.REJECT
+            jobs = []
+        for controller, info, message, proxy in jobs:
+            try:
+                await controller.handle_async(info, message, proxy, self.run_sync)
+            except Exception as exc:
+                _log_failure(exc)
+                disposition = Disposition.REJECT
+        if pending:
+            results = await asyncio.gather(
+                *(
+                    asyncio.wrap_future(f) if isinstance(f, concurrent.futures.Future) else f
+                    for f in pending
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.error(
+                        "a message sent while handling %s was not delivered: %s",
+                        amqp_message.headers.get("message_id", "?"),
+                        result,
+                    )
+        return disposition
+
+
+__all__ = ["AsyncEngine", "AsyncOutbox", "SyncEngine"]

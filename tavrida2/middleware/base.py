@@ -1,0 +1,32 @@
+"""Base class of user middlewares."""
+
+from __future__ import annotations
+
+import abc
+
+from tavrida2.controller import AbstractMessageController
+from tavrida2.messages import Message
+
+
+class Middleware(AbstractMessageController):
+    """A step run before (incoming) or after (outgoing) a handler.
+
+    Incoming middlewares receive the incoming message and return it (or
+    another incoming message) to go on, or a ``Response``/``Error`` to stop
+    and answer the caller at once. Outgoing middlewares receive the
+    ``Response``/``Error`` a request handler produced and must return one.
+
+    Example::
+
+        class Audit(middleware.Middleware):
+            def process(self, message):
+                log.info("got %s", message.message_id)
+                return message
+    """
+
+    @abc.abstractmethod
+    def process(self, message: Message) -> Message:
+        """Return the message for the next step."""
+
+
+__all__ = ["Middleware"]

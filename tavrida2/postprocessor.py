@@ -1,0 +1,73 @@
+"""Outgoing messages: find exchange and routing key, hand the wire form to a publisher."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from tavrida2 import entry_point, exceptions
+from tavrida2.controller import AbstractController
+from tavrida2.discovery.base import AbstractDiscovery
+from tavrida2.messages import AMQPMessage, Message, MessageType
+
+
+class Publisher(Protocol):
+    """What the postprocessor sends through: a driver, or an engine's outbox."""
+
+    def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> Any: ...
+
+
+def resolve(message: Message, discovery: AbstractDiscovery) -> tuple[str, str, bool]:
+    """``(exchange, routing_key, mandatory)`` for an outgoing message.
+
+    Requests go to the destination service's exchange with the destination as
+    routing key; answers to the exchange of the service they answer (the
+    request's ``reply_to``, else its source), or straight to a waiting caller's
+    direct reply-to queue; notifications to the source service's notification
+    exchange with the source as routing key, and may reach nobody.
+    """
+    kind = message.message_type
+    if kind == MessageType.NOTIFICATION:
+        source = message.source
+        return discovery.get_local_publisher(source.service), source.to_routing_key(), False
+    if kind != MessageType.REQUEST and message.amqp_reply_to:
+        # RabbitMQ delivers a mandatory publish to a direct reply-to queue and
+        # also returns it as NO_ROUTE: publish those without mandatory.
+        return "", message.amqp_reply_to, False
+    destination = entry_point.parse(message.headers.get("destination") or "")
+    if not destination:
+        raise exceptions.FieldMustFullyDefined(field="destination")
+    return discovery.get_remote(destination.service), destination.to_routing_key(), True
+
+
+class PostProcessor(AbstractController):
+    """Sends outgoing messages of one controller (or script) through ``driver``."""
+
+    def __init__(self, driver: Publisher, discovery: AbstractDiscovery) -> None:
+        self._driver = driver
+        self._discovery = discovery
+
+    @property
+    def driver(self) -> Publisher:
+        return self._driver
+
+    @property
+    def discovery_service(self) -> AbstractDiscovery:
+        return self._discovery
+
+    def set_discovery(self, discovery: AbstractDiscovery) -> None:
+        self._discovery = discovery
+
+    def process(self, message_obj: Message) -> Any:
+        """Serialise and publish ``message_obj``; returns what the publisher returns.
+
+        Serialisation and discovery errors are raised here, before anything is
+        sent, so the code that sends sees them.
+        """
+        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
+        amqp_message = AMQPMessage.create_from_message(message_obj)
+        return self._driver.publish(exchange, routing_key, amqp_message, mandatory)
+
+
+__all__ = ["PostProcessor", "Publisher", "resolve"]

@@ -1,0 +1,247 @@
+"""Server: declares a server's topology and runs its service controllers on a driver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tavrida2 import exceptions
+from tavrida2.config import ConnectionConfig
+from tavrida2.discovery.local import ChainedDiscovery
+from tavrida2.drivers import create_async_driver, create_sync_driver
+from tavrida2.drivers.base import AsyncDriver, SyncDriver
+from tavrida2.drivers.topology import Topology, server_topology
+from tavrida2.engine import AsyncEngine, AsyncOutbox, SyncEngine
+from tavrida2.postprocessor import PostProcessor, Publisher
+from tavrida2.preprocessor import PreProcessor
+from tavrida2.router import RoutingTable
+from tavrida2.service import ServiceController
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Runs ``service_list`` on one queue and exchange.
+
+    Before it consumes, it declares the exchange (durable topic), the queue,
+    a ``<service>.#`` binding per service, every exchange the services'
+    discovery names, and the bindings of their subscriptions. The engine is
+    the config's: ``async_engine=False`` (default) handles one message at a
+    time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
+    with up to ``prefetch_count`` messages in flight.
+
+    Example::
+
+        srv = server.Server(conf, queue_name="test_service",
+                            exchange_name="test_exchange",
+                            service_list=[HelloController])
+        srv.run()          # until SIGINT/SIGTERM or srv.stop()
+    """
+
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        queue_name: str,
+        exchange_name: str,
+        service_list: Sequence[type[ServiceController]] | type[ServiceController],
+    ) -> None:
+        if not isinstance(config, ConnectionConfig):
+            raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
+        if not queue_name or not exchange_name:
+            raise exceptions.ConfigError(reason="a server needs queue_name and exchange_name")
+        classes = [service_list] if isinstance(service_list, type) else list(service_list)
+        if not classes:
+            raise exceptions.ConfigError(reason="a server needs at least one service class")
+        for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, ServiceController)) or not getattr(
+                cls, "service_name", ""
+            ):
+                raise exceptions.NeedToBeController(service=repr(cls))
+            if not config.async_engine:
+                _check_sync_handlers(cls)
+        self._config = config
+        self._queue_name = queue_name
+        self._exchange_name = exchange_name
+        self._service_list = classes
+        self._services: list[ServiceController] = []
+        self._driver: SyncDriver | AsyncDriver | None = None
+        self._stop_requested = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self.started = threading.Event()
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue_name
+
+    @property
+    def exchange_name(self) -> str:
+        return self._exchange_name
+
+    @property
+    def services(self) -> list[ServiceController]:
+        """The controller instances (after start)."""
+        return list(self._services)
+
+    @property
+    def driver(self) -> SyncDriver | AsyncDriver | None:
+        return self._driver
+
+    def topology(self) -> Topology:
+        """What this server declares on the broker."""
+        return server_topology(self._queue_name, self._exchange_name, self._service_list)
+
+    def _build(self, publisher: Publisher) -> PreProcessor:
+        self._services = [
+            cls(PostProcessor(publisher, cls.get_discovery())) for cls in self._service_list
+        ]
+        fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
+        return PreProcessor(
+            RoutingTable(self._services), self._services, PostProcessor(publisher, fallback)
+        )
+
+    # -- sync engine ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, declare the topology and subscribe, without blocking (sync engine).
+
+        :meth:`run` calls it; tests on the memory broker call it and then
+        ``MemoryBroker.run_until_idle()``.
+        """
+        if self._config.async_engine:
+            raise RuntimeError("start() is for the sync engine; use run() or await serve()")
+        driver = create_sync_driver(self._config)
+        self._driver = driver
+        driver.connect()
+        topology = self.topology()
+        for exchange in topology.exchanges:
+            driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+        for queue in topology.queues:
+            driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
+        for binding in topology.bindings:
+            driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+        engine = SyncEngine(self._build(driver))
+        for service in self._services:
+            service._heartbeat = driver.send_heartbeat
+        driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
+        log.info(
+            "server %s: consuming %s (%s) for %s",
+            self._exchange_name,
+            self._queue_name,
+            self._config.to_url(),
+            ", ".join(c.service_name for c in self._service_list),
+        )
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`, SIGINT or SIGTERM; finish the message in hand, close."""
+        with _stop_on_signals(self):
+            if self._config.async_engine:
+                asyncio.run(self.serve())
+                return
+            self.start()
+            assert isinstance(self._driver, SyncDriver)
+            self.started.set()
+            try:
+                if not self._stop_requested.is_set():
+                    self._driver.run()
+            finally:
+                self._driver.close()
+                log.info("server %s stopped", self._exchange_name)
+
+    def stop(self) -> None:
+        """Ask the server to stop (from any thread or a signal handler)."""
+        self._stop_requested.set()
+        driver = self._driver
+        if isinstance(driver, SyncDriver):
+            driver.stop()
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    # -- async engine --------------------------------------------------------
+
+    async def serve(self) -> None:
+        """The async engine: serve in the running event loop until :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop_event = asyncio.Event()
+        if self._stop_requested.is_set():
+            return
+        driver = create_async_driver(self._config)
+        self._driver = driver
+        await driver.connect()
+        try:
+            topology = self.topology()
+            for exchange in topology.exchanges:
+                await driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+            for queue in topology.queues:
+                await driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
+            for binding in topology.bindings:
+                await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+            engine = AsyncEngine(self._build(AsyncOutbox(driver, loop)), loop)
+            await driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
+            log.info(
+                "server %s: consuming %s (%s, async engine)",
+                self._exchange_name,
+                self._queue_name,
+                self._config.to_url(),
+            )
+            self.started.set()
+            if not self._stop_requested.is_set():
+                await self._stop_event.wait()
+            await driver.stop_consuming()
+        finally:
+            await driver.close()
+            log.info("server %s stopped", self._exchange_name)
+
+
+def _check_sync_handlers(cls: type[ServiceController]) -> None:
+    for info in cls.get_dispatcher().iter_handlers():
+        if info.is_coroutine:
+            raise exceptions.IncompatibleHandler(
+                handler=f"{cls.__name__}.{info.name}",
+                reason="async def handlers need ConnectionConfig(async_engine=True)",
+            )
+
+
+class _stop_on_signals:
+    """Route SIGINT/SIGTERM to ``server.stop()`` while serving (main thread only)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        self._server.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def run_servers(servers: Iterable[Server]) -> list[threading.Thread]:
+    """Start each server's :meth:`Server.run` in a daemon thread; wait until all consume."""
+    threads = []
+    for srv in servers:
+        thread = threading.Thread(target=srv.run, name=f"tavrida2-{srv.queue_name}", daemon=True)
+        thread.start()
+        threads.append((srv, thread))
+    for srv, thread in threads:
+        while not srv.started.wait(0.05):
+            if not thread.is_alive():
+                raise RuntimeError(f"server {srv.queue_name} failed to start")
+    return [thread for _, thread in threads]
+
+
+__all__ = ["Server", "run_servers"]

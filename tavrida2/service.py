@@ -1,0 +1,243 @@
+"""ServiceController: incoming middlewares -> handler -> answer -> outgoing middlewares.
+
+The controller owns the last stages of the pipeline for one service. It runs
+the same steps on both engines; only the handler call differs (called directly
+on the sync engine, awaited or run in an executor on the async one).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from tavrida2 import exceptions
+from tavrida2.controller import AbstractController
+from tavrida2.discovery.base import AbstractDiscovery
+from tavrida2.discovery.local import LocalDiscovery
+from tavrida2.dispatcher import Dispatcher, HandlerInfo
+from tavrida2.messages import (
+    Error,
+    Incoming,
+    IncomingRequestCall,
+    Message,
+    Response,
+)
+from tavrida2.middleware.base import Middleware
+from tavrida2.postprocessor import PostProcessor
+from tavrida2.proxies import RPCProxy
+
+log = logging.getLogger(__name__)
+
+Prepared = tuple[Callable[..., Any], Message, dict[str, Any], HandlerInfo]
+RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+_classes_with_discovery: weakref.WeakSet[type[ServiceController]] = weakref.WeakSet()
+
+
+class ServiceController(AbstractController):
+    """Base class of service controllers.
+
+    Decorate subclasses with :func:`tavrida2.dispatcher.rpc_service` and their
+    handlers with ``rpc_method``, ``rpc_response_method``, ``rpc_error_method``
+    or ``subscription_method``. A handler receives ``(message, proxy, **payload)``
+    and may return a dict (sent as the Response), a ``Response``, an ``Error`` or
+    ``None`` (an empty Response when the sender waits for an answer); an
+    exception becomes an ``Error`` for the caller.
+
+    Set ``strict_parameters = True`` on a controller to reject payload keys that
+    its handlers do not take, instead of dropping them.
+    """
+
+    service_name: ClassVar[str] = ""
+    strict_parameters: ClassVar[bool] = False
+    _dispatcher: ClassVar[Dispatcher | None] = None
+    _discovery: ClassVar[AbstractDiscovery | None] = None
+
+    def __init__(self, postprocessor: PostProcessor) -> None:
+        self.postprocessor = postprocessor
+        self._incoming_middlewares: list[Middleware] = []
+        self._outgoing_middlewares: list[Middleware] = []
+        self._heartbeat: Callable[[], None] | None = None
+
+    @classmethod
+    def get_discovery(cls) -> AbstractDiscovery:
+        """The class's discovery; an empty ``LocalDiscovery`` if none was set."""
+        if cls._discovery is None:
+            cls.set_discovery(LocalDiscovery())
+        assert cls._discovery is not None
+        return cls._discovery
+
+    @classmethod
+    def set_discovery(cls, discovery: AbstractDiscovery) -> None:
+        """Bind ``discovery`` to this class (before the server starts)."""
+        if not isinstance(discovery, AbstractDiscovery):
+            raise TypeError(f"discovery must be an AbstractDiscovery, got {discovery!r}")
+        cls._discovery = discovery
+        _classes_with_discovery.add(cls)
+
+    @staticmethod
+    def reset_all_discovery() -> None:
+        """Unbind the discovery of every controller class (for tests)."""
+        for cls in list(_classes_with_discovery):
+            cls._discovery = None
+        _classes_with_discovery.clear()
+
+    @classmethod
+    def get_dispatcher(cls) -> Dispatcher:
+        if "_dispatcher" not in cls.__dict__ or cls._dispatcher is None:
+            cls._dispatcher = Dispatcher()
+        return cls._dispatcher
+
+    def add_incoming_middleware(self, middleware: Middleware) -> None:
+        """Append a middleware run before handlers, in the order added."""
+        self._incoming_middlewares.append(middleware)
+
+    def add_outgoing_middleware(self, middleware: Middleware) -> None:
+        """Append a middleware run on the answers of request handlers."""
+        self._outgoing_middlewares.append(middleware)
+
+    def send_heartbeat(self) -> None:
+        """Let the broker know the connection is alive during a long handler."""
+        if self._heartbeat is not None:
+            self._heartbeat()
+
+    # -- the pipeline --------------------------------------------------------
+
+    def process(self, method: str, message: Message, proxy: RPCProxy) -> None:
+        """Run middlewares, the handler ``method`` and the answer steps for ``message``."""
+        self.handle(type(self).get_dispatcher().get_info_by_name(method), message, proxy)
+
+    def handle(self, info: HandlerInfo, message: Message, proxy: RPCProxy) -> None:
+        """:meth:`process` for a handler already looked up (the sync engine's entry)."""
+        prepared = self._prepare(info, message)
+        if prepared is None:
+            return
+        handler, message, kwargs, info = prepared
+        if info.is_coroutine:
+            raise exceptions.IncompatibleHandler(
+                handler=info.name, reason="an async def handler needs async_engine=True"
+            )
+        try:
+            result = handler(message, proxy, **kwargs)
+        except Exception as exc:
+            self._fail(info.name, message, exc)
+            return
+        self._finish(message, result)
+
+    async def handle_async(
+        self, info: HandlerInfo, message: Message, proxy: RPCProxy, run_sync: RunSync
+    ) -> None:
+        """As :meth:`handle`; awaits ``async def`` handlers, runs others with ``run_sync``."""
+        prepared = self._prepare(info, message)
+        if prepared is None:
+            return
+        handler, message, kwargs, info = prepared
+        try:
+            if info.is_coroutine:
+                result = await handler(message, proxy, **kwargs)
+            else:
+                result = await run_sync(functools.partial(handler, message, proxy, **kwargs))
+        except Exception as exc:
+            self._fail(info.name, message, exc)
+            return
+        self._finish(message, result)
+
+    def _prepare(self, info: HandlerInfo, message: Message) -> Prepared | None:
+        try:
+            checked = (
+                self._run_incoming_middlewares(message) if self._incoming_middlewares else message
+            )
+            if checked is None:
+                return None
+            checked.update_context(checked.payload)
+            kwargs = info.select(checked.payload, self.strict_parameters)
+            return getattr(self, info.name), checked, kwargs, info
+        except Exception as exc:
+            self._fail(info.name, message, exc)
+            return None
+
+    def _run_incoming_middlewares(self, message: Message) -> Message | None:
+        result: Any = message
+        for middleware in self._incoming_middlewares:
+            result = middleware.process(result)
+            if isinstance(result, Response | Error):
+                if isinstance(message, IncomingRequestCall):
+                    self._publish_answer(message, result)
+                return None
+            if not (isinstance(result, Message) and isinstance(result, Incoming)):
+                raise exceptions.IncorrectMessage(message=repr(result))
+        return result  # type: ignore[no-any-return]
+
+    def _fail(self, handler: str, message: Message, exc: Exception) -> None:
+        """A step failed: answer the caller with an Error, or raise ``HandlerFailed``."""
+        if isinstance(message, IncomingRequestCall):
+            log.error(
+                "%s.%s failed on request %s: %s: %s",
+                self.service_name,
+                handler,
+                message.request_id,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, exceptions.AckableException),
+            )
+            self._send_answer(message, Error.create_by_request(message, exc))
+            return
+        raise exceptions.HandlerFailed(
+            handler=f"{self.service_name}.{handler}", error=repr(exc)
+        ) from exc
+
+    def _finish(self, message: Message, result: Any) -> None:
+        """Turn a handler's result into the answer of a call and send it."""
+        if not isinstance(message, IncomingRequestCall):
+            if result is not None and not isinstance(result, dict | Response | Error):
+                log.error(
+                    "%s: %s", self.service_name, exceptions.WrongResponse(response=repr(result))
+                )
+            return
+        if result is None:
+            answer: Response | Error = Response.create_by_request(message, {})
+        elif isinstance(result, dict):
+            answer = Response.create_by_request(message, result)
+        elif isinstance(result, Response | Error):
+            answer = result
+        else:
+            error = exceptions.WrongResponse(response=repr(result))
+            log.error("%s: %s", self.service_name, error)
+            answer = Error.create_by_request(message, error)
+        self._send_answer(message, answer)
+
+    def _send_answer(self, request: IncomingRequestCall, answer: Response | Error) -> None:
+        result: Any = answer
+        try:
+            for middleware in self._outgoing_middlewares:
+                result = middleware.process(result)
+                if not isinstance(result, Response | Error):
+                    raise exceptions.IncorrectOutgoingMessage(message=repr(result))
+        except Exception as exc:
+            log.error(
+                "%s: outgoing middleware failed: %s: %s",
+                self.service_name,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, exceptions.TavridaError),
+            )
+            result = Error.create_by_request(request, exc)
+        self._publish_answer(request, result)
+
+    def _publish_answer(self, request: Message, answer: Response | Error) -> None:
+        try:
+            self.postprocessor.process(answer)
+        except exceptions.TavridaError as exc:
+            log.error(
+                "%s: the answer to request %s (%s) could not be sent: %s",
+                self.service_name,
+                request.request_id,
+                request.headers.get("source"),
+                exc,
+            )
+
+
+__all__ = ["ServiceController"]
