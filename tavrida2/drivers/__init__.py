@@ -18,10 +18,10 @@ def create_sync_driver(config: ConnectionConfig) -> SyncDriver:
 
         return MemoryDriver(config)
     try:
-        from tavrida2.drivers.pika_sync import PikaDriver  # type: ignore[import-not-found]
+        from tavrida2.drivers.pika_sync import PikaDriver
     except ImportError:
         raise exceptions.IncorrectAMQPLibrary() from None
-    return PikaDriver(config)  # type: ignore[no-any-return]
+    return PikaDriver(config)
 
 
 def create_async_driver(config: ConnectionConfig) -> AsyncDriver:

@@ -1,0 +1,339 @@
+"""Sync driver on pika's BlockingConnection (``async_engine=False``).
+
+One connection, three uses: a consumer channel (prefetch, manual acks; direct
+replies to waiting callers go out on it, unconfirmed, as a reply is its own
+confirmation), a publisher channel in confirm mode (everything else, mandatory
+where the pipeline asks), and heartbeats.
+
+Deliveries are collected by pika's callback into an inbox and handled by
+:meth:`PikaDriver.run` between calls into pika, so a handler may publish on
+the same connection. While a handler runs longer than a fraction of the
+heartbeat interval, a helper thread services the connection (heartbeats in
+and out) under the same lock the handler's publishes take: pika never runs
+in two threads at once, and the broker never sees a silent connection.
+
+The driver remembers what it declared and what it consumes; after a lost
+connection it reconnects with backoff (``reconnect_attempts``, -1 = forever),
+declares everything again and subscribes each consumer once. Acks for
+deliveries of a dead connection are dropped (the broker redelivers them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pika.exceptions as pex
+import tenacity
+
+from tavrida2 import exceptions
+from tavrida2.config import ConnectionConfig
+from tavrida2.drivers.base import DeliveryCallback, Disposition, SyncDriver
+from tavrida2.drivers.errors import from_channel_close, is_auth_error
+from tavrida2.messages import AMQPMessage
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionClosed, pex.StreamLostError,
+                      pex.ChannelWrongStateError, pex.ConnectionWrongStateError, OSError)
+_DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
+
+Inbox = tuple[int, int, int, bool, Any, bytes]  # generation, consumer, tag, redelivered, props, body
+
+
+class PikaDriver(SyncDriver):
+    """Blocking RabbitMQ driver (see the module docstring)."""
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.config = config
+        self._params = config.to_pika_params()
+        self._params.connection_attempts = 1
+        self._target = config.to_url()
+        self._lock = threading.RLock()
+        self._connection: Any = None
+        self._consume_channel: Any = None
+        self._publish_channel: Any = None
+        self._declarations: list[tuple[str, tuple[Any, ...]]] = []
+        self._consumers: list[tuple[str, DeliveryCallback, int]] = []
+        self._inbox: deque[Inbox] = deque()
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._closed = False
+        self._handler_started = 0.0
+        self._resubscribe = False
+        self._pump: threading.Thread | None = None
+
+    # -- connection ----------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, trying ``connection_attempts`` times ``retry_delay`` apart."""
+        self._closed = False
+        attempts = max(1, self.config.connection_attempts)
+        self._retrying(tenacity.stop_after_attempt(attempts), self._open)
+        if self.config.heartbeat_interval and self._pump is None:
+            self._pump = threading.Thread(target=self._service_while_handling,
+                                          name="tavrida2-heartbeat", daemon=True)
+            self._pump.start()
+
+    def _retrying(self, stop: Any, action: Callable[[], None]) -> None:
+        delay = self.config.retry_delay
+        try:
+            for attempt in tenacity.Retrying(
+                stop=stop,
+                wait=tenacity.wait_exponential(multiplier=delay, min=delay, max=max(delay, 10.0)),
+                retry=tenacity.retry_if_exception(lambda e: not is_auth_error(e)
+                                                  and isinstance(e, _CONNECTION_ERRORS)),
+                reraise=True,
+                before_sleep=lambda state: log.warning(
+                    "cannot connect to %s (attempt %s): %s; retrying", self._target,
+                    state.attempt_number, state.outcome.exception() if state.outcome else "?"),
+            ):
+                with attempt:
+                    action()
+        except _CONNECTION_ERRORS as exc:
+            reason = str(exc) or type(exc).__name__
+            if is_auth_error(exc):
+                reason = f"the broker refused the credentials or virtual host ({reason})"
+            raise exceptions.ConnectionFailed(target=self._target, reason=reason) from None
+
+    def _open(self) -> None:
+        with self._lock:
+            self._drop_connection()
+            connection = pika.BlockingConnection(self._params)
+            try:
+                self._connection = connection
+                self._publish_channel = connection.channel()
+                self._publish_channel.confirm_delivery()
+                for kind, args in list(self._declarations):
+                    self._declare(kind, args)
+                self._consume_channel = connection.channel()
+                self._generation += 1
+                self._inbox.clear()
+                for index, (queue, _, prefetch) in enumerate(self._consumers):
+                    self._subscribe(index, queue, prefetch)
+            except BaseException:
+                self._drop_connection()
+                raise
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._consume_channel = self._publish_channel = None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # noqa: S110 -- it is being thrown away
+                pass
+
+    def _reconnect(self, reason: object) -> None:
+        if self._closed:
+            return
+        attempts = self.config.reconnect_attempts
+        stop = tenacity.stop_never if attempts < 0 else tenacity.stop_after_attempt(max(1, attempts))
+        log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
+        self._retrying(stop, self._open)
+        log.warning("reconnected to %s", self._target)
+
+    def close(self) -> None:
+        self._closed = True
+        self.stop()
+        with self._lock:
+            self._drop_connection()
+
+    # -- topology ------------------------------------------------------------
+
+    def _declare(self, kind: str, args: tuple[Any, ...]) -> None:
+        channel = self._publish_channel
+        try:
+            if kind == "exchange":
+                channel.exchange_declare(args[0], exchange_type=args[1], durable=args[2])
+            elif kind == "queue":
+                channel.queue_declare(args[0], durable=args[1], arguments=args[2])
+            else:
+                channel.queue_bind(args[0], args[1], routing_key=args[2])
+        except pex.ChannelClosedByBroker as exc:
+            self._publish_channel = self._connection.channel()
+            self._publish_channel.confirm_delivery()
+            raise from_channel_close(exc.reply_code, exc.reply_text, args[0]) from None
+
+    def _remember(self, kind: str, args: tuple[Any, ...]) -> None:
+        self._with_connection(lambda: self._declare(kind, args))
+        if (kind, args) not in self._declarations:
+            self._declarations.append((kind, args))
+
+    def declare_exchange(self, name: str, exchange_type: str = "topic", durable: bool = True) -> None:
+        self._remember("exchange", (name, exchange_type, durable))
+
+    def declare_queue(
+        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+    ) -> str:
+        self._remember("queue", (name, durable, arguments or None))
+        return name
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._remember("binding", (queue, exchange, routing_key))
+
+    def _with_connection(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` under the lock, reconnecting once if the connection is gone."""
+        if self._closed:
+            raise exceptions.ConnectionClosed(reason="the driver is closed")
+        with self._lock:
+            if self._connection is None or not self._connection.is_open:
+                self._reconnect_within(self.config.publish_timeout, "not connected")
+            try:
+                return action()
+            except _CONNECTION_ERRORS as exc:
+                self._reconnect_within(self.config.publish_timeout, exc)
+                return action()
+
+    def _reconnect_within(self, seconds: float, reason: object) -> None:
+        log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
+        self._retrying(tenacity.stop_after_delay(seconds), self._open)
+
+    # -- publishing ----------------------------------------------------------
+
+    def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> None:
+        properties = pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, headers=message.headers,
+            reply_to=message.reply_to, correlation_id=message.correlation_id,
+            expiration=message.expiration,
+        )
+        body = message.body
+        if not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
+            self._with_connection(lambda: self._consume_channel.basic_publish(
+                "", routing_key, body, properties))
+            return
+
+        def send() -> None:
+            try:
+                self._publish_channel.basic_publish(exchange, routing_key, body, properties,
+                                                    mandatory=mandatory)
+            except pex.UnroutableError:
+                raise exceptions.UnroutableMessage(exchange=exchange,
+                                                   routing_key=routing_key) from None
+            except pex.NackError:
+                raise exceptions.PublishNacked(exchange=exchange,
+                                               routing_key=routing_key) from None
+            except pex.ChannelClosedByBroker as exc:
+                self._publish_channel = self._connection.channel()
+                self._publish_channel.confirm_delivery()
+                raise from_channel_close(exc.reply_code, exc.reply_text, exchange) from None
+
+        self._with_connection(send)
+
+    # -- consuming -----------------------------------------------------------
+
+    def consume(self, queue: str, callback: DeliveryCallback, prefetch_count: int = 0) -> None:
+        self._consumers.append((queue, callback, prefetch_count))
+        index = len(self._consumers) - 1
+        self._with_connection(lambda: self._subscribe(index, queue, prefetch_count))
+
+    def _subscribe(self, index: int, queue: str, prefetch: int) -> None:
+        generation = self._generation
+        inbox = self._inbox
+
+        def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            inbox.append((generation, index, method.delivery_tag, method.redelivered,
+                          properties, body))
+
+        channel = self._consume_channel
+        if prefetch:
+            channel.basic_qos(prefetch_count=prefetch)
+        channel.add_on_cancel_callback(self._on_cancelled)
+        channel.basic_consume(queue, on_message, auto_ack=False)
+
+    def _on_cancelled(self, frame: Any) -> None:
+        log.warning("the broker cancelled a consumer (queue deleted?); subscribing again")
+        self._resubscribe = True
+
+    def run(self) -> None:
+        self._stopping.clear()
+        while not self._stopping.is_set():
+            try:
+                with self._lock:
+                    if self._resubscribe or self._connection is None:
+                        self._resubscribe = False
+                        self._open()
+                    if not self._inbox:
+                        self._connection.process_data_events(time_limit=1.0)
+            except _CONNECTION_ERRORS as exc:
+                if self._stopping.is_set() or self._closed:
+                    break
+                self._reconnect(exc)
+                continue
+            while self._inbox and not self._stopping.is_set():
+                self._handle(self._inbox.popleft())
+
+    def _handle(self, item: Inbox) -> None:
+        generation, index, tag, redelivered, props, body = item
+        message = AMQPMessage(body, props.headers or {}, props.reply_to, props.correlation_id,
+                              props.expiration, redelivered)
+        self._handler_started = time.monotonic()
+        try:
+            disposition = self._consumers[index][1](message)
+        except Exception:
+            log.exception("delivery callback failed; message requeued")
+            disposition = Disposition.REQUEUE
+        finally:
+            self._handler_started = 0.0
+        self._settle(generation, tag, disposition)
+
+    def _settle(self, generation: int, tag: int, disposition: Disposition) -> None:
+        with self._lock:
+            if generation != self._generation or self._consume_channel is None:
+                log.info("delivery %s belongs to a closed channel: not acknowledged, the broker "
+                         "redelivers it", tag)
+                return
+            channel = self._consume_channel
+            try:
+                if disposition is Disposition.ACK:
+                    channel.basic_ack(tag)
+                elif disposition is Disposition.REJECT:
+                    channel.basic_reject(tag, requeue=False)
+                else:
+                    channel.basic_nack(tag, requeue=True)
+            except _CONNECTION_ERRORS as exc:
+                log.warning("could not settle delivery %s (%s); the broker redelivers it", tag, exc)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(lambda: None)
+            except Exception:  # noqa: S110 -- closed already: nothing to wake
+                pass
+
+    # -- heartbeats ----------------------------------------------------------
+
+    def send_heartbeat(self) -> None:
+        """Service the connection now (heartbeats in and out) from a long handler."""
+        with self._lock:
+            if self._connection is not None and self._connection.is_open:
+                self._connection.process_data_events(time_limit=0)
+
+    def _service_while_handling(self) -> None:
+        period = max(0.2, float(self.config.heartbeat_interval or 0) / 4)
+        while not self._closed:
+            time.sleep(period)
+            started = self._handler_started
+            if not started or time.monotonic() - started < period:
+                continue
+            if self._lock.acquire(blocking=False):
+                try:
+                    if self._connection is not None and self._connection.is_open:
+                        self._connection.process_data_events(time_limit=0)
+                except Exception as exc:
+                    log.debug("heartbeat service: %s", exc)
+                finally:
+                    self._lock.release()
+        self._pump = None
+
+
+__all__ = ["PikaDriver"]
