@@ -60,6 +60,7 @@ _URL_PARAMS: dict[str, tuple[str, Any]] = {
     "publish_timeout": ("publish_timeout", float),
     "async_engine": ("async_engine", "bool"),
     "locale": ("locale", str),
+    "connection_name": ("connection_name", str),
 }
 
 
@@ -98,6 +99,7 @@ class ConnectionConfig:
         prefetch_count: int = DEFAULT_PREFETCH,
         publish_timeout: float = 10.0,
         memory_broker: str = "default",
+        connection_name: str | None = None,
     ) -> None:
         self.host = host
         self.credentials = credentials if credentials is not None else Credentials("guest", "guest")
@@ -119,6 +121,8 @@ class ConnectionConfig:
         self.prefetch_count = prefetch_count
         self.publish_timeout = publish_timeout
         self.memory_broker = memory_broker
+        #: Shown by the broker (``rabbitmqctl list_connections client_properties``).
+        self.connection_name = connection_name
         self._validate()
 
     def _validate(self) -> None:
@@ -231,6 +235,7 @@ class ConnectionConfig:
             "retry_delay": self.retry_delay,
             "socket_timeout": self.socket_timeout,
             "ssl_options": ssl_options,
+            "client_properties": {"connection_name": self.connection_name or "tavrida2"},
         }
         if self.heartbeat_interval is not None:
             params["heartbeat"] = int(self.heartbeat_interval)

@@ -31,10 +31,10 @@ def create_async_driver(config: ConnectionConfig) -> AsyncDriver:
 
         return AsyncMemoryDriver(config)
     try:
-        from tavrida2.drivers.aio import AioDriver  # type: ignore[import-not-found]
+        from tavrida2.drivers.aio import AioDriver
     except ImportError:
         raise exceptions.IncorrectAMQPLibrary() from None
-    return AioDriver(config)  # type: ignore[no-any-return]
+    return AioDriver(config)
 
 
 __all__ = ["AsyncDriver", "Disposition", "SyncDriver", "create_async_driver", "create_sync_driver"]

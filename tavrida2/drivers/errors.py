@@ -25,8 +25,10 @@ _NOT_FOUND_KIND = re.compile(r"no (exchange|queue) '([^']*)'")
 def is_auth_error(exc: BaseException) -> bool:
     """Whether ``exc`` means the credentials (or vhost access) were refused."""
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("authentication", "access_refused", "access refused",
-                                         "not_allowed", "vhost"))
+    return any(
+        word in text
+        for word in ("authentication", "access_refused", "access refused", "not_allowed", "vhost")
+    )
 
 
 def from_channel_close(code: int, text: str, what: str = "") -> exceptions.DriverError:

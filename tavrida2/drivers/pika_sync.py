@@ -20,6 +20,7 @@ deliveries of a dead connection are dropped (the broker redelivers them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,11 +40,18 @@ from tavrida2.messages import AMQPMessage
 
 log = logging.getLogger(__name__)
 
-_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionClosed, pex.StreamLostError,
-                      pex.ChannelWrongStateError, pex.ConnectionWrongStateError, OSError)
+_CONNECTION_ERRORS = (
+    pex.AMQPConnectionError,
+    pex.ConnectionClosed,
+    pex.StreamLostError,
+    pex.ChannelWrongStateError,
+    pex.ConnectionWrongStateError,
+    OSError,
+)
 _DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
 
-Inbox = tuple[int, int, int, bool, Any, bytes]  # generation, consumer, tag, redelivered, props, body
+# generation, consumer index, delivery tag, redelivered, properties, body
+Inbox = tuple[int, int, int, bool, Any, bytes]
 
 
 class PikaDriver(SyncDriver):
@@ -76,8 +84,9 @@ class PikaDriver(SyncDriver):
         attempts = max(1, self.config.connection_attempts)
         self._retrying(tenacity.stop_after_attempt(attempts), self._open)
         if self.config.heartbeat_interval and self._pump is None:
-            self._pump = threading.Thread(target=self._service_while_handling,
-                                          name="tavrida2-heartbeat", daemon=True)
+            self._pump = threading.Thread(
+                target=self._service_while_handling, name="tavrida2-heartbeat", daemon=True
+            )
             self._pump.start()
 
     def _retrying(self, stop: Any, action: Callable[[], None]) -> None:
@@ -86,12 +95,16 @@ class PikaDriver(SyncDriver):
             for attempt in tenacity.Retrying(
                 stop=stop,
                 wait=tenacity.wait_exponential(multiplier=delay, min=delay, max=max(delay, 10.0)),
-                retry=tenacity.retry_if_exception(lambda e: not is_auth_error(e)
-                                                  and isinstance(e, _CONNECTION_ERRORS)),
+                retry=tenacity.retry_if_exception(
+                    lambda e: not is_auth_error(e) and isinstance(e, _CONNECTION_ERRORS)
+                ),
                 reraise=True,
                 before_sleep=lambda state: log.warning(
-                    "cannot connect to %s (attempt %s): %s; retrying", self._target,
-                    state.attempt_number, state.outcome.exception() if state.outcome else "?"),
+                    "cannot connect to %s (attempt %s): %s; retrying",
+                    self._target,
+                    state.attempt_number,
+                    state.outcome.exception() if state.outcome else "?",
+                ),
             ):
                 with attempt:
                     action()
@@ -124,16 +137,16 @@ class PikaDriver(SyncDriver):
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = None
         if connection is not None and connection.is_open:
-            try:
+            with contextlib.suppress(Exception):  # it is being thrown away
                 connection.close()
-            except Exception:  # noqa: S110 -- it is being thrown away
-                pass
 
     def _reconnect(self, reason: object) -> None:
         if self._closed:
             return
         attempts = self.config.reconnect_attempts
-        stop = tenacity.stop_never if attempts < 0 else tenacity.stop_after_attempt(max(1, attempts))
+        stop = (
+            tenacity.stop_never if attempts < 0 else tenacity.stop_after_attempt(max(1, attempts))
+        )
         log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
         self._retrying(stop, self._open)
         log.warning("reconnected to %s", self._target)
@@ -165,7 +178,9 @@ class PikaDriver(SyncDriver):
         if (kind, args) not in self._declarations:
             self._declarations.append((kind, args))
 
-    def declare_exchange(self, name: str, exchange_type: str = "topic", durable: bool = True) -> None:
+    def declare_exchange(
+        self, name: str, exchange_type: str = "topic", durable: bool = True
+    ) -> None:
         self._remember("exchange", (name, exchange_type, durable))
 
     def declare_queue(
@@ -200,26 +215,31 @@ class PikaDriver(SyncDriver):
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> None:
         properties = pika.BasicProperties(
-            content_type="application/json", delivery_mode=2, headers=message.headers,
-            reply_to=message.reply_to, correlation_id=message.correlation_id,
+            content_type="application/json",
+            delivery_mode=2,
+            headers=message.headers,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
             expiration=message.expiration,
         )
         body = message.body
         if not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
-            self._with_connection(lambda: self._consume_channel.basic_publish(
-                "", routing_key, body, properties))
+            self._with_connection(
+                lambda: self._consume_channel.basic_publish("", routing_key, body, properties)
+            )
             return
 
         def send() -> None:
             try:
-                self._publish_channel.basic_publish(exchange, routing_key, body, properties,
-                                                    mandatory=mandatory)
+                self._publish_channel.basic_publish(
+                    exchange, routing_key, body, properties, mandatory=mandatory
+                )
             except pex.UnroutableError:
-                raise exceptions.UnroutableMessage(exchange=exchange,
-                                                   routing_key=routing_key) from None
+                raise exceptions.UnroutableMessage(
+                    exchange=exchange, routing_key=routing_key
+                ) from None
             except pex.NackError:
-                raise exceptions.PublishNacked(exchange=exchange,
-                                               routing_key=routing_key) from None
+                raise exceptions.PublishNacked(exchange=exchange, routing_key=routing_key) from None
             except pex.ChannelClosedByBroker as exc:
                 self._publish_channel = self._connection.channel()
                 self._publish_channel.confirm_delivery()
@@ -239,8 +259,9 @@ class PikaDriver(SyncDriver):
         inbox = self._inbox
 
         def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
-            inbox.append((generation, index, method.delivery_tag, method.redelivered,
-                          properties, body))
+            inbox.append(
+                (generation, index, method.delivery_tag, method.redelivered, properties, body)
+            )
 
         channel = self._consume_channel
         if prefetch:
@@ -272,8 +293,14 @@ class PikaDriver(SyncDriver):
 
     def _handle(self, item: Inbox) -> None:
         generation, index, tag, redelivered, props, body = item
-        message = AMQPMessage(body, props.headers or {}, props.reply_to, props.correlation_id,
-                              props.expiration, redelivered)
+        message = AMQPMessage(
+            body,
+            props.headers or {},
+            props.reply_to,
+            props.correlation_id,
+            props.expiration,
+            redelivered,
+        )
         self._handler_started = time.monotonic()
         try:
             disposition = self._consumers[index][1](message)
@@ -287,8 +314,11 @@ class PikaDriver(SyncDriver):
     def _settle(self, generation: int, tag: int, disposition: Disposition) -> None:
         with self._lock:
             if generation != self._generation or self._consume_channel is None:
-                log.info("delivery %s belongs to a closed channel: not acknowledged, the broker "
-                         "redelivers it", tag)
+                log.info(
+                    "delivery %s belongs to a closed channel: not acknowledged, the broker "
+                    "redelivers it",
+                    tag,
+                )
                 return
             channel = self._consume_channel
             try:
@@ -305,10 +335,8 @@ class PikaDriver(SyncDriver):
         self._stopping.set()
         connection = self._connection
         if connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # closed already: nothing to wake
                 connection.add_callback_threadsafe(lambda: None)
-            except Exception:  # noqa: S110 -- closed already: nothing to wake
-                pass
 
     # -- heartbeats ----------------------------------------------------------
 

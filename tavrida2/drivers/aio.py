@@ -1,0 +1,396 @@
+"""asyncio driver on aio-pika (``async_engine=True``).
+
+aio-pika gives the connection and channels; the hot path (publish, ack,
+consume) talks to their aiormq channel directly, with no per-message aio-pika
+objects. A consumer channel (prefetch, manual acks; direct replies to waiting
+callers go out on it unconfirmed) and a publisher channel with confirms.
+
+Each delivery runs in a task of its own (aiormq starts one), so up to
+``prefetch_count`` handlers run at once. The driver remembers its topology and
+consumers: when the connection is lost it reconnects with backoff, declares
+everything again and subscribes each consumer once; settling a delivery of
+the dead channel is skipped (the broker redelivers it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aio_pika
+import aiormq
+import aiormq.exceptions as aex
+import tenacity
+from pamqp.commands import Basic
+
+from tavrida2 import exceptions
+from tavrida2.config import ConnectionConfig
+from tavrida2.drivers.base import AsyncDeliveryCallback, AsyncDriver, Disposition
+from tavrida2.drivers.errors import from_channel_close, is_auth_error
+from tavrida2.messages import AMQPMessage
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (
+    aex.AMQPConnectionError,
+    aex.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+_DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
+_Props = aiormq.spec.Basic.Properties
+
+
+class AioDriver(AsyncDriver):
+    """asyncio RabbitMQ driver (see the module docstring)."""
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.config = config
+        self._url = config.to_url(mask_password=False)
+        if config.heartbeat_interval is not None:
+            self._url += f"?heartbeat={int(config.heartbeat_interval)}"
+        self._target = config.to_url()
+        self._connection: Any = None
+        self._consume: Any = None  # aiormq channels
+        self._publish: Any = None
+        self._wrappers: list[Any] = []  # aio-pika channels, kept alive
+        self._declarations: list[tuple[str, tuple[Any, ...]]] = []
+        self._consumers: list[tuple[str, AsyncDeliveryCallback, int]] = []
+        self._generation = 0
+        self._closing = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._stopped_consuming = False
+        self._consumer_tags: dict[str, tuple[str, AsyncDeliveryCallback, int]] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+
+    # -- connection ----------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._closing = False
+        await self._retrying(tenacity.stop_after_attempt(max(1, self.config.connection_attempts)))
+
+    async def _retrying(self, stop: Any) -> None:
+        delay = self.config.retry_delay
+        try:
+            async for attempt in tenacity.AsyncRetrying(
+                stop=stop,
+                wait=tenacity.wait_exponential(multiplier=delay, min=delay, max=max(delay, 10.0)),
+                retry=tenacity.retry_if_exception(
+                    lambda e: not is_auth_error(e) and isinstance(e, _CONNECTION_ERRORS)
+                ),
+                reraise=True,
+                before_sleep=lambda s: log.warning(
+                    "cannot connect to %s (attempt %s): %s; retrying",
+                    self._target,
+                    s.attempt_number,
+                    s.outcome.exception() if s.outcome else "?",
+                ),
+            ):
+                with attempt:
+                    await self._open()
+        except _CONNECTION_ERRORS as exc:
+            reason = str(exc) or type(exc).__name__
+            if is_auth_error(exc):
+                reason = f"the broker refused the credentials or virtual host ({reason})"
+            raise exceptions.ConnectionFailed(target=self._target, reason=reason) from None
+
+    async def _open(self) -> None:
+        await self._drop_connection()
+        connection = await aio_pika.connect(
+            self._url,
+            timeout=self.config.socket_timeout or None,
+            client_properties={"connection_name": self.config.connection_name or "tavrida2"},
+        )
+        try:
+            publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            consume = await connection.channel(publisher_confirms=False)
+            self._wrappers = [publish, consume]
+            self._connection = connection
+            self._publish = await publish.get_underlay_channel()
+            self._consume = await consume.get_underlay_channel()
+            for kind, args in list(self._declarations):
+                await self._declare(kind, args)
+            self._generation += 1
+            self._consumer_tags = {}
+            if not self._stopped_consuming:
+                for queue, callback, prefetch in self._consumers:
+                    await self._subscribe(queue, callback, prefetch)
+        except BaseException:
+            await self._drop_connection()
+            raise
+        connection.close_callbacks.add(self._on_connection_closed)
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._consume = self._publish = None
+        self._wrappers = []
+        if connection is not None:
+            connection.close_callbacks.discard(self._on_connection_closed)
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
+        if self._closing or self._reconnecting is not None:
+            return
+        log.warning("connection to %s lost (%s); reconnecting", self._target, exc)
+        self._reconnecting = asyncio.get_event_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            attempts = self.config.reconnect_attempts
+            stop = (
+                tenacity.stop_never
+                if attempts < 0
+                else tenacity.stop_after_attempt(max(1, attempts))
+            )
+            await self._retrying(stop)
+            log.warning("reconnected to %s", self._target)
+        except exceptions.ConnectionFailed as exc:
+            log.error("giving up reconnecting: %s", exc)
+        finally:
+            self._reconnecting = None
+
+    async def _ensure_connected(self) -> None:
+        """Wait (at most ``publish_timeout``) for a usable connection."""
+        if self._closing:
+            raise exceptions.ConnectionClosed(reason="the driver is closed")
+        if (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._reconnecting is None
+        ):
+            return
+        if self._reconnecting is None:
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reconnecting), self.config.publish_timeout)
+        except asyncio.TimeoutError:
+            raise exceptions.ConnectionFailed(
+                target=self._target,
+                reason=f"not reachable within publish_timeout={self.config.publish_timeout} s",
+            ) from None
+        if self._connection is None:
+            raise exceptions.ConnectionFailed(target=self._target, reason="reconnecting failed")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watchdog
+            self._watchdog = None
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reconnecting
+        await self._drop_connection()
+
+    # -- topology ------------------------------------------------------------
+
+    async def _declare(self, kind: str, args: tuple[Any, ...]) -> None:
+        channel = self._publish
+        try:
+            if kind == "exchange":
+                await channel.exchange_declare(args[0], exchange_type=args[1], durable=args[2])
+            elif kind == "queue":
+                await channel.queue_declare(args[0], durable=args[1], arguments=args[2])
+            else:
+                await channel.queue_bind(args[0], args[1], routing_key=args[2])
+        except aex.ChannelClosed as exc:
+            await self._reopen_publish_channel()
+            raise _map_channel_error(exc, args[0]) from None
+
+    async def _reopen_publish_channel(self) -> None:
+        wrapper = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._wrappers[0] = wrapper
+        self._publish = await wrapper.get_underlay_channel()
+
+    async def _remember(self, kind: str, args: tuple[Any, ...]) -> None:
+        await self._ensure_connected()
+        await self._declare(kind, args)
+        if (kind, args) not in self._declarations:
+            self._declarations.append((kind, args))
+
+    async def declare_exchange(
+        self, name: str, exchange_type: str = "topic", durable: bool = True
+    ) -> None:
+        await self._remember("exchange", (name, exchange_type, durable))
+
+    async def declare_queue(
+        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+    ) -> str:
+        await self._remember("queue", (name, durable, arguments or None))
+        return name
+
+    async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._remember("binding", (queue, exchange, routing_key))
+
+    # -- publishing ----------------------------------------------------------
+
+    async def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> None:
+        if self._publish is None or self._reconnecting is not None:
+            await self._ensure_connected()
+        body = message.body
+        properties = _Props(
+            content_type="application/json",
+            delivery_mode=2,
+            headers=message.headers,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            expiration=message.expiration,
+        )
+        if not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
+            await self._consume.basic_publish(
+                body, exchange="", routing_key=routing_key, properties=properties
+            )
+            return
+        try:
+            confirmation = await self._publish.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+                timeout=self.config.publish_timeout,
+            )
+        except aex.PublishError:
+            raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key) from None
+        except aex.DeliveryError:
+            raise exceptions.PublishNacked(exchange=exchange, routing_key=routing_key) from None
+        except aex.ChannelClosed as exc:
+            await self._reopen_publish_channel()
+            raise _map_channel_error(exc, exchange) from None
+        except asyncio.TimeoutError:
+            raise exceptions.PublishTimeout(
+                exchange=exchange, timeout=self.config.publish_timeout
+            ) from None
+        if not isinstance(confirmation, Basic.Ack):
+            raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key)
+
+    # -- consuming -----------------------------------------------------------
+
+    async def consume(
+        self, queue: str, callback: AsyncDeliveryCallback, prefetch_count: int = 0
+    ) -> None:
+        await self._ensure_connected()
+        self._consumers.append((queue, callback, prefetch_count))
+        self._stopped_consuming = False
+        await self._subscribe(queue, callback, prefetch_count)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_consumers())
+
+    async def _subscribe(self, queue: str, callback: AsyncDeliveryCallback, prefetch: int) -> None:
+        channel = self._consume
+        generation = self._generation
+        if prefetch:
+            await channel.basic_qos(prefetch_count=prefetch)
+        in_flight = self._in_flight
+
+        async def on_message(delivered: Any) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                in_flight.add(task)
+            try:
+                props = delivered.header.properties
+                message = AMQPMessage(
+                    delivered.body,
+                    props.headers or {},
+                    props.reply_to,
+                    props.correlation_id,
+                    props.expiration,
+                    delivered.delivery.redelivered,
+                )
+                try:
+                    disposition = await callback(message)
+                except Exception:
+                    log.exception("delivery callback failed; message requeued")
+                    disposition = Disposition.REQUEUE
+                await self._settle(
+                    channel, generation, delivered.delivery.delivery_tag, disposition
+                )
+            finally:
+                if task is not None:
+                    in_flight.discard(task)
+
+        try:
+            ok = await channel.basic_consume(queue, on_message, no_ack=False)
+        except aex.ChannelClosed as exc:
+            raise _map_channel_error(exc, queue) from None
+        self._consumer_tags[ok.consumer_tag] = (queue, callback, prefetch)
+
+    async def _watch_consumers(self) -> None:
+        """Subscribe again any consumer the broker cancelled (its queue was deleted)."""
+        while not self._closing:
+            await asyncio.sleep(1.0)
+            channel = self._consume
+            if channel is None or self._reconnecting is not None or self._stopped_consuming:
+                continue
+            lost = [tag for tag in self._consumer_tags if tag not in channel.consumers]
+            if not lost:
+                continue
+            log.warning(
+                "the broker cancelled %s consumer(s) (queue deleted?); declaring the "
+                "topology again and subscribing again",
+                len(lost),
+            )
+            try:
+                for kind, args in list(self._declarations):
+                    await self._declare(kind, args)
+                for tag in lost:
+                    queue, callback, prefetch = self._consumer_tags.pop(tag)
+                    await self._subscribe(queue, callback, prefetch)
+            except (exceptions.DriverError, *_CONNECTION_ERRORS) as exc:
+                log.warning("subscribing again failed: %s; will retry", exc)
+
+    async def _settle(
+        self, channel: Any, generation: int, tag: int, disposition: Disposition
+    ) -> None:
+        if generation != self._generation or channel is not self._consume:
+            log.info(
+                "delivery %s belongs to a closed channel: not acknowledged, the broker "
+                "redelivers it",
+                tag,
+            )
+            return
+        try:
+            if disposition is Disposition.ACK:
+                await channel.basic_ack(tag)
+            elif disposition is Disposition.REJECT:
+                await channel.basic_reject(tag, requeue=False)
+            else:
+                await channel.basic_nack(tag, requeue=True)
+        except (*_CONNECTION_ERRORS, aex.ChannelClosed) as exc:
+            log.warning("could not settle delivery %s (%s); the broker redelivers it", tag, exc)
+
+    async def stop_consuming(self) -> None:
+        """Cancel the consumers, then wait for the deliveries being handled to settle."""
+        self._stopped_consuming = True
+        channel = self._consume
+        if channel is not None:
+            for tag in list(self._consumer_tags):
+                with contextlib.suppress(Exception):
+                    await channel.basic_cancel(tag)
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+
+def _map_channel_error(exc: BaseException, name: str) -> exceptions.DriverError:
+    frame = exc.args[0] if exc.args else None
+    code = getattr(frame, "reply_code", None)
+    text = getattr(frame, "reply_text", str(exc))
+    if code is None:
+        code = (
+            404
+            if isinstance(exc, aex.ChannelNotFoundEntity)
+            else (406 if isinstance(exc, aex.ChannelPreconditionFailed) else 0)
+        )
+    return from_channel_close(int(code), str(text), name)
+
+
+__all__ = ["AioDriver"]
