@@ -26,7 +26,7 @@ def show(handler: str, message: Any, **extra: Any) -> None:
     }
     record = {"payload": message.payload, "context": message.context, "headers": headers, **extra}
     received.append((handler, record))
-    print(f"--- {handler}\n{json.dumps(record, indent=2, sort_keys=True)}")
+    print(f"--- {handler}\n{json.dumps(record, indent=2, sort_keys=True)}", flush=True)
 
 
 @dispatcher.rpc_service("test_hello")

@@ -23,19 +23,30 @@ def _user_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in headers.items() if k not in RESERVED_HEADERS}
 
 
+class _Origin:
+    """What every level of a proxy shares: where requests come from, and their chain."""
+
+    __slots__ = ("context", "correlation_id", "headers", "postprocessor", "source")
+
+    def __init__(
+        self,
+        postprocessor: PostProcessor,
+        source: EntryPoint | str,
+        context: dict[str, Any] | None,
+        correlation_id: str,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        self.postprocessor = postprocessor
+        self.source = source
+        self.context = context
+        self.correlation_id = correlation_id
+        self.headers = headers
+
+
 class RCPCallProxy:
     """One prepared request: send it with :meth:`call`, :meth:`cast` or :meth:`transfer`."""
 
-    __slots__ = (
-        "_context",
-        "_correlation_id",
-        "_headers",
-        "_kwargs",
-        "_method",
-        "_pp",
-        "_service",
-        "_source",
-    )
+    __slots__ = ("_kwargs", "_method", "_origin", "_service")
 
     def __init__(
         self,
@@ -48,14 +59,23 @@ class RCPCallProxy:
         headers: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> None:
-        self._pp = postprocessor
+        self._origin = _Origin(postprocessor, source, context, correlation_id, headers)
         self._service = service_name
         self._method = method_name
-        self._source = source
-        self._context = context
-        self._correlation_id = correlation_id
-        self._headers = headers
         self._kwargs = kwargs
+
+    @classmethod
+    def _of(
+        cls, origin: _Origin, service: str, method: str, kwargs: dict[str, Any]
+    ) -> RCPCallProxy:
+        proxy = cls.__new__(cls)
+        proxy._origin, proxy._service, proxy._method, proxy._kwargs = (
+            origin,
+            service,
+            method,
+            kwargs,
+        )
+        return proxy
 
     def _make_request(
         self,
@@ -64,13 +84,15 @@ class RCPCallProxy:
         reply_to: EntryPoint | str | None,
         source: EntryPoint | str,
     ) -> Request:
-        source = source or self._source
-        headers = _user_headers(self._headers)
-        headers["correlation_id"] = correlation_id or self._correlation_id
+        origin = self._origin
+        source = source or origin.source
+        headers = _user_headers(origin.headers)
+        headers["correlation_id"] = correlation_id or origin.correlation_id
         headers["reply_to"] = str(source if reply_to is None else reply_to)
         headers["source"] = str(source)
         headers["destination"] = f"{self._service}.{self._method}"
-        return Request(headers, (context or self._context) or {}, self._kwargs)  # type: ignore[arg-type]
+        context = context if isinstance(context, dict) and context else origin.context
+        return Request(headers, context or {}, self._kwargs)
 
     def call(
         self,
@@ -85,7 +107,7 @@ class RCPCallProxy:
         ``rpc_error_method``) for this remote entry point.
         """
         request = self._make_request(context, correlation_id, reply_to or None, source)
-        return self._pp.process(request)
+        return self._origin.postprocessor.process(request)
 
     def cast(
         self,
@@ -95,7 +117,7 @@ class RCPCallProxy:
     ) -> Any:
         """Send a request nobody waits an answer for."""
         request = self._make_request(context, correlation_id, entry_point.NULL, source)
-        return self._pp.process(request)
+        return self._origin.postprocessor.process(request)
 
     def transfer(
         self,
@@ -108,13 +130,13 @@ class RCPCallProxy:
         merged: dict[str, Any] = dict(context) if isinstance(context, dict) else {}
         merged.update(request.context)
         message = self._make_request(merged, request.correlation_id, reply_to or None, source)
-        return self._pp.process(message)
+        return self._origin.postprocessor.process(message)
 
 
 class RPCMethodProxy:
     """``proxy.<service>.<method>``: call it with the payload."""
 
-    __slots__ = ("_context", "_correlation_id", "_headers", "_method", "_pp", "_service", "_source")
+    __slots__ = ("_method", "_origin", "_service")
 
     def __init__(
         self,
@@ -126,31 +148,18 @@ class RPCMethodProxy:
         correlation_id: str = "",
         headers: dict[str, Any] | None = None,
     ) -> None:
-        self._pp = postprocessor
+        self._origin = _Origin(postprocessor, source, context, correlation_id, headers)
         self._service = service_name
         self._method = method_name
-        self._source = source
-        self._context = context
-        self._correlation_id = correlation_id
-        self._headers = headers
 
     def __call__(self, **kwargs: Any) -> RCPCallProxy:
-        return RCPCallProxy(
-            self._pp,
-            self._service,
-            self._method,
-            self._source,
-            self._context,
-            self._correlation_id,
-            self._headers,
-            kwargs,
-        )
+        return RCPCallProxy._of(self._origin, self._service, self._method, kwargs)
 
 
 class RPCServiceProxy:
     """``proxy.<service>``: its attributes are the service's methods."""
 
-    __slots__ = ("_context", "_correlation_id", "_headers", "_name", "_pp", "_source")
+    __slots__ = ("_name", "_origin")
 
     def __init__(
         self,
@@ -161,25 +170,21 @@ class RPCServiceProxy:
         correlation_id: str = "",
         headers: dict[str, Any] | None = None,
     ) -> None:
-        self._pp = postprocessor
+        self._origin = _Origin(postprocessor, source, context, correlation_id, headers)
         self._name = name
-        self._source = source
-        self._context = context
-        self._correlation_id = correlation_id
-        self._headers = headers
+
+    @classmethod
+    def _of(cls, origin: _Origin, name: str) -> RPCServiceProxy:
+        proxy = cls.__new__(cls)
+        proxy._origin, proxy._name = origin, name
+        return proxy
 
     def __getattr__(self, item: str) -> RPCMethodProxy:
         if item.startswith("__"):
             raise AttributeError(item)
-        return RPCMethodProxy(
-            self._pp,
-            self._name,
-            item,
-            self._source,
-            self._context,
-            self._correlation_id,
-            self._headers,
-        )
+        method = RPCMethodProxy.__new__(RPCMethodProxy)
+        method._origin, method._service, method._method = self._origin, self._name, item
+        return method
 
 
 class RPCProxy:
@@ -197,11 +202,7 @@ class RPCProxy:
         correlation_id: str = "",
         headers: dict[str, Any] | None = None,
     ) -> None:
-        self._postprocessor = postprocessor
-        self._source = source
-        self._context = context
-        self._correlation_id = correlation_id
-        self._headers = headers
+        self._origin = _Origin(postprocessor, source, context, correlation_id, headers)
 
     def __getattr__(self, item: str) -> RPCServiceProxy:
         if item.startswith("_"):
@@ -210,32 +211,26 @@ class RPCProxy:
 
     def service(self, name: str) -> RPCServiceProxy:
         """``proxy.service("x")`` is ``proxy.x``, for names that are not identifiers."""
-        self._postprocessor.discovery_service.get_remote(name)
-        return RPCServiceProxy(
-            self._postprocessor,
-            name,
-            self._source,
-            self._context,
-            self._correlation_id,
-            self._headers,
-        )
+        self._origin.postprocessor.discovery_service.get_remote(name)
+        return RPCServiceProxy._of(self._origin, name)
 
     def add_headers(self, headers: dict[str, Any]) -> None:
         """Add user headers to what this proxy sends; Tavrida's own headers are refused."""
         forbidden = sorted(set(headers) & RESERVED_HEADERS)
         if forbidden:
             raise exceptions.ForbiddenHeaders(headers=", ".join(forbidden))
-        merged = _user_headers(self._headers)
+        merged = _user_headers(self._origin.headers)
         merged.update(headers)
-        self._headers = merged
+        self._origin.headers = merged
 
     def publish(self, correlation_id: str = "", **kwargs: Any) -> Any:
         """Publish a notification with payload ``kwargs`` from this proxy's source."""
-        headers = _user_headers(self._headers)
-        headers["correlation_id"] = correlation_id or self._correlation_id
-        headers["source"] = str(self._source)
-        notification = Notification(headers, self._context or {}, kwargs)
-        return self._postprocessor.process(notification)
+        origin = self._origin
+        headers = _user_headers(origin.headers)
+        headers["correlation_id"] = correlation_id or origin.correlation_id
+        headers["source"] = str(origin.source)
+        notification = Notification(headers, origin.context or {}, kwargs)
+        return origin.postprocessor.process(notification)
 
 
 __all__ = ["RCPCallProxy", "RPCCallProxy", "RPCMethodProxy", "RPCProxy", "RPCServiceProxy"]
