@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from tavrida2 import entry_point, exceptions
 from tavrida2.entry_point import Destination, EntryPoint, Source
@@ -46,6 +46,8 @@ REQUIRED_HEADERS = (
 #: Headers that tavrida2 sets itself; user headers may not override them.
 RESERVED_HEADERS = frozenset((*REQUIRED_HEADERS, "reply_to"))
 _MESSAGE_TYPES = {t.value: t for t in MessageType}
+
+_AnswerT = TypeVar("_AnswerT", bound="Message")
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
@@ -297,17 +299,23 @@ class IncomingRequestCast(IncomingRequest):
     """A request nobody waits an answer for (empty ``reply_to``)."""
 
 
-class BaseResponse(Message):
-    """Base of responses."""
+class _Answer(Message):
+    """Base of responses and errors: they have no ``reply_to`` of their own."""
 
-    message_type_enum = MessageType.RESPONSE
+    message_type_enum: ClassVar[MessageType]
 
     def __init__(
         self, headers: dict[str, Any], context: dict[str, Any] | None, payload: dict[str, Any]
     ) -> None:
         headers["reply_to"] = ""
-        headers["message_type"] = "response"
+        headers["message_type"] = self.message_type_enum.value
         super().__init__(headers, context, payload)
+
+
+class BaseResponse(_Answer):
+    """Base of responses."""
+
+    message_type_enum = MessageType.RESPONSE
 
 
 class IncomingResponse(BaseResponse, Incoming):
@@ -324,28 +332,25 @@ def _answer_headers(request: Message) -> dict[str, Any]:
     return headers
 
 
+def _to_caller(answer: _AnswerT, request: Message) -> _AnswerT:
+    """Route ``answer`` like ``request`` asked: to a waiting caller's direct reply-to, if any."""
+    answer.amqp_reply_to = request.amqp_reply_to
+    answer.amqp_correlation_id = request.amqp_correlation_id
+    return answer
+
+
 class Response(BaseResponse, Outgoing):
     """A response to send."""
 
     @classmethod
     def create_by_request(cls, request: Message, payload: dict[str, Any]) -> Response:
-        response = cls(_answer_headers(request), request.context, payload)
-        response.amqp_reply_to = request.amqp_reply_to
-        response.amqp_correlation_id = request.amqp_correlation_id
-        return response
+        return _to_caller(cls(_answer_headers(request), request.context, payload), request)
 
 
-class BaseError(Message):
+class BaseError(_Answer):
     """Base of error messages; payload ``{"class", "message", "code"}``."""
 
     message_type_enum = MessageType.ERROR
-
-    def __init__(
-        self, headers: dict[str, Any], context: dict[str, Any] | None, payload: dict[str, Any]
-    ) -> None:
-        headers["reply_to"] = ""
-        headers["message_type"] = "error"
-        super().__init__(headers, context, payload)
 
 
 class IncomingError(BaseError, Incoming):
@@ -376,10 +381,7 @@ class Error(BaseError, Outgoing):
 
     @classmethod
     def create_by_request(cls, request: Message, exception: BaseException) -> Error:
-        error = cls(_answer_headers(request), request.context, exception)
-        error.amqp_reply_to = request.amqp_reply_to
-        error.amqp_correlation_id = request.amqp_correlation_id
-        return error
+        return _to_caller(cls(_answer_headers(request), request.context, exception), request)
 
 
 class IncomingNotification(Message, Incoming):
