@@ -19,11 +19,18 @@ from tavrida2.postprocessor import PostProcessor
 from tavrida2.proxies import RPCMethodProxy, RPCProxy, RPCServiceProxy
 
 
-class _ClosedDriver:
-    """Stands for the connection of a closed client: every use is a clear error."""
+class _ClientPublisher:
+    """The postprocessor's publisher for a client: connects on first use."""
 
-    def publish(self, *args: Any, **kwargs: Any) -> None:
-        raise exceptions.ConnectionClosed(reason="the client is closed")
+    __slots__ = ("_client",)
+
+    def __init__(self, client: RPCClient) -> None:
+        self._client = client
+
+    def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> None:
+        self._client._publish(exchange, routing_key, message, mandatory)
 
 
 class RPCClient:
@@ -65,17 +72,16 @@ class RPCClient:
         self._driver: SyncDriver | None = None
         self._closed = False
         self._lock = threading.Lock()
-        self._postprocessor = PostProcessor(self, discovery)
+        self._postprocessor = PostProcessor(_ClientPublisher(self), discovery)
         if service is not None:
             discovery.get_remote(service)
 
-    # The client is the postprocessor's publisher: it connects on first use.
-    def publish(
+    def _publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> None:
         with self._lock:
             if self._closed:
-                _ClosedDriver().publish()
+                raise exceptions.ConnectionClosed(reason="the client is closed")
             if self._driver is None:
                 driver = create_sync_driver(self._config)
                 driver.connect()
@@ -94,13 +100,13 @@ class RPCClient:
     def __getattr__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
         if item.startswith("_"):
             raise AttributeError(item)
-        if self._service is not None:
-            return getattr(self._proxy().service(self._service), item)  # type: ignore[no-any-return]
-        return self._proxy().service(item)
+        return self[item]
 
-    def publish_notification(self, **payload: Any) -> None:
-        """Publish a notification from ``source`` (its local publisher must be in discovery)."""
-        self._proxy().publish(**payload)
+    def __getitem__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
+        """``cli["name"]`` is ``cli.name``, for names that clash with the client's own."""
+        if self._service is not None:
+            return getattr(self._proxy()[self._service], item)  # type: ignore[no-any-return]
+        return self._proxy()[item]
 
     def close(self) -> None:
         """Close the connection; later calls raise ``ConnectionClosed``."""

@@ -56,12 +56,16 @@ class HandlerInfo:
     takes_any: bool
     is_coroutine: bool
     schema: dict[str, Any] | None = None
+    #: Names the handler's (self, message, proxy) take: no payload key may repeat them.
+    positional: frozenset[str] = frozenset()
 
     def select(self, payload: dict[str, Any], strict: bool) -> dict[str, Any]:
         """The keyword arguments for the handler out of ``payload``.
 
-        Missing required parameters raise :class:`WrongParameters`; unknown keys
-        are dropped (Tavrida 1.0 filtering), or rejected when ``strict``.
+        Missing required parameters raise :class:`WrongParameters`, and so do keys
+        that a ``**payload`` handler cannot take (the names of its message and
+        proxy parameters); unknown keys are dropped (Tavrida 1.0 filtering), or
+        rejected when ``strict``.
         """
         if self.message_type is MessageType.ERROR:
             return {}
@@ -71,6 +75,12 @@ class HandlerInfo:
                 handler=self.name, reason=f"missing parameter(s) {', '.join(sorted(missing))}"
             )
         if self.takes_any:
+            clash = self.positional & payload.keys()
+            if clash:
+                raise exceptions.WrongParameters(
+                    handler=self.name,
+                    reason=f"parameter(s) {', '.join(sorted(clash))} taken by the handler itself",
+                )
             return payload
         extra = payload.keys() - self.params
         if not extra:
@@ -117,6 +127,7 @@ def _describe(
         params=frozenset(p.name for p in keyword),
         required=frozenset(required),
         takes_any=any(p.kind is p.VAR_KEYWORD for p in params),
+        positional=frozenset(p.name for p in params[:3] if p.kind is p.POSITIONAL_OR_KEYWORD),
         is_coroutine=inspect.iscoroutinefunction(func),
     )
 

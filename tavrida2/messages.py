@@ -109,7 +109,7 @@ class AMQPMessage:
             if not value:
                 raise exceptions.FieldMustFullyDefined(field=field)
         message_type = headers["message_type"]
-        if message_type not in _MESSAGE_TYPES:
+        if not isinstance(message_type, str) or message_type not in _MESSAGE_TYPES:
             raise exceptions.UnsuitableFieldValue(field="message_type", value=message_type)
         for field in ("source", "destination", "reply_to"):
             value = headers.get(field, "")
@@ -125,7 +125,7 @@ class AMQPMessage:
         try:
             text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
             data = _decode(text)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise exceptions.MalformedBody(reason=f"not UTF-8 JSON ({exc})") from None
         if not isinstance(data, dict):
             raise exceptions.MalformedBody(reason="the body is not a JSON object")

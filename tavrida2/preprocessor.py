@@ -93,6 +93,11 @@ class PreProcessor(AbstractController):
             raise LookupError("headers cannot be trusted")
         if not fields["reply_to"] and not amqp_message.reply_to:
             raise LookupError("nobody waits for an answer")
+        if not amqp_message.reply_to and not all(
+            fields[k] for k in ("correlation_id", "request_id", "destination")
+        ):
+            # the answer would carry an empty id or source: every Tavrida receiver rejects it
+            raise LookupError("too little to answer with")
         try:
             for field in ("source", "destination", "reply_to"):
                 entry_point.parse(fields[field])

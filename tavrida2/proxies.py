@@ -207,10 +207,10 @@ class RPCProxy:
     def __getattr__(self, item: str) -> RPCServiceProxy:
         if item.startswith("_"):
             raise AttributeError(item)
-        return self.service(item)
+        return self[item]
 
-    def service(self, name: str) -> RPCServiceProxy:
-        """``proxy.service("x")`` is ``proxy.x``, for names that are not identifiers."""
+    def __getitem__(self, name: str) -> RPCServiceProxy:
+        """``proxy["x"]`` is ``proxy.x``, for names that are not identifiers or clash."""
         self._origin.postprocessor.discovery_service.get_remote(name)
         return RPCServiceProxy._of(self._origin, name)
 

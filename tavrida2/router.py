@@ -10,6 +10,7 @@ one dictionary lookup.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ from tavrida2.messages import (
     MessageType,
 )
 from tavrida2.utils import Singleton
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tavrida2.dispatcher import HandlerInfo
@@ -56,10 +59,15 @@ class Router(Singleton, AbstractController):
         return [{name: list(classes)} for name, classes in self._subscriptions.items()]
 
     def register(self, service_name: str, service_cls: type[ServiceController]) -> None:
-        """Register ``service_cls`` as the controller of ``service_name``."""
+        """Register ``service_cls`` as the controller of ``service_name``.
+
+        A later class for the same name replaces the earlier one (servers do not
+        route through this registry: each has its own table, where two controllers
+        of one service are an error).
+        """
         known = self._services.get(service_name)
-        if known is not None and _key(known) != _key(service_cls):
-            raise exceptions.DuplicatedServiceRegistration(service=service_name)
+        if known is not None and known is not service_cls:
+            log.debug("service %s: %s replaces %s", service_name, _key(service_cls), _key(known))
         self._services[service_name] = service_cls
 
     def register_subscription(

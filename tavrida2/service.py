@@ -115,7 +115,9 @@ class ServiceController(AbstractController):
         prepared = self._prepare(info, message)
         if prepared is None:
             return
-        handler, message, kwargs, info = prepared
+        handler, checked, kwargs, info = prepared
+        if checked is not message:
+            proxy, message = self._proxy_for(checked), checked
         if info.is_coroutine:
             raise exceptions.IncompatibleHandler(
                 handler=info.name, reason="an async def handler needs async_engine=True"
@@ -134,7 +136,9 @@ class ServiceController(AbstractController):
         prepared = self._prepare(info, message)
         if prepared is None:
             return
-        handler, message, kwargs, info = prepared
+        handler, checked, kwargs, info = prepared
+        if checked is not message:
+            proxy, message = self._proxy_for(checked), checked
         try:
             if info.is_coroutine:
                 result = await handler(message, proxy, **kwargs)
@@ -144,6 +148,20 @@ class ServiceController(AbstractController):
             self._fail(info.name, message, exc)
             return
         self._finish(message, result)
+
+    def _proxy_for(self, message: Message) -> RPCProxy:
+        """The proxy of a handler whose message an incoming middleware replaced.
+
+        What the handler sends carries on the chain of the message it got: its
+        context (with this hop's payload), correlation id and user headers.
+        """
+        return RPCProxy(
+            self.postprocessor,
+            Dispatcher.proxy_source(message, self.service_name),
+            message.context,
+            message.correlation_id,
+            message.headers,
+        )
 
     def _prepare(self, info: HandlerInfo, message: Message) -> Prepared | None:
         try:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import aio_pika
 import aiormq
@@ -44,14 +45,58 @@ _DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
 _Props = aiormq.spec.Basic.Properties
 
 
+class _TrackedTransport(aiormq.TransportFactory):
+    """aiormq's own transport factory, keeping the writer it made.
+
+    aiormq leaves the ``StreamWriter`` of a connection the broker closed (or
+    that was lost) unclosed (https://github.com/mosquito/aiormq/issues/231):
+    its socket lingers until garbage collection, which warns. The driver
+    closes it when it throws the connection away.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def create(
+        self, url: Any, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self._inner.create(url, **kwargs)
+        self.writer = writer
+        return reader, writer
+
+    def close(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None and not writer.is_closing():
+            writer.close()
+
+
+class _Connection(aio_pika.Connection):
+    """An aio-pika connection whose transport the driver can close (see ``_TrackedTransport``)."""
+
+    def __init__(self, url: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        secure = self.url.scheme == "amqps"
+        inner = (
+            aiormq.connection.TLSTransportFactory()
+            if secure
+            else aiormq.connection.TCPTransportFactory()
+        )
+        self.tracked = _TrackedTransport(inner)
+        self.kwargs["transport_factory"] = self.tracked
+
+
 class AioDriver(AsyncDriver):
     """asyncio RabbitMQ driver (see the module docstring)."""
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
-        self._url = config.to_url(mask_password=False)
+        # aio-pika ignores ``client_properties`` when given a URL string: the
+        # connection name travels as aiormq's ``name`` URL parameter.
+        query = {"name": config.connection_name or "tavrida2"}
         if config.heartbeat_interval is not None:
-            self._url += f"?heartbeat={int(config.heartbeat_interval)}"
+            query["heartbeat"] = str(int(config.heartbeat_interval))
+        self._url = f"{config.to_url(mask_password=False)}?{urlencode(query)}"
         self._target = config.to_url()
         self._connection: Any = None
         self._consume: Any = None  # aiormq channels
@@ -101,9 +146,7 @@ class AioDriver(AsyncDriver):
     async def _open(self) -> None:
         await self._drop_connection()
         connection = await aio_pika.connect(
-            self._url,
-            timeout=self.config.socket_timeout or None,
-            client_properties={"connection_name": self.config.connection_name or "tavrida2"},
+            self._url, timeout=self.config.socket_timeout or None, connection_class=_Connection
         )
         try:
             publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -132,6 +175,8 @@ class AioDriver(AsyncDriver):
             connection.close_callbacks.discard(self._on_connection_closed)
             with contextlib.suppress(Exception):
                 await connection.close()
+            if isinstance(connection, _Connection):
+                connection.tracked.close()
 
     def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
         if self._closing or self._reconnecting is not None:
@@ -236,7 +281,7 @@ class AioDriver(AsyncDriver):
     ) -> None:
         if self._publish is None or self._reconnecting is not None:
             await self._ensure_connected()
-        body = message.body
+        body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
         properties = _Props(
             content_type="application/json",
             delivery_mode=2,

@@ -278,9 +278,13 @@ class PikaDriver(SyncDriver):
         while not self._stopping.is_set():
             try:
                 with self._lock:
-                    if self._resubscribe or self._connection is None:
+                    if self._resubscribe:
                         self._resubscribe = False
                         self._open()
+                    elif not self._is_open():
+                        # Lost while handling (an ack or a publish failed): pika's
+                        # ioloop of a closed connection must not be entered again.
+                        self._reconnect("closed while handling a delivery")
                     if not self._inbox:
                         self._connection.process_data_events(time_limit=1.0)
             except _CONNECTION_ERRORS as exc:
@@ -289,7 +293,16 @@ class PikaDriver(SyncDriver):
                 self._reconnect(exc)
                 continue
             while self._inbox and not self._stopping.is_set():
-                self._handle(self._inbox.popleft())
+                item = self._inbox.popleft()
+                if item[0] != self._generation or not self._is_open():
+                    # its channel is gone: the broker redelivers it on the new one
+                    self._inbox.clear()
+                    break
+                self._handle(item)
+
+    def _is_open(self) -> bool:
+        connection = self._connection
+        return connection is not None and bool(connection.is_open)
 
     def _handle(self, item: Inbox) -> None:
         generation, index, tag, redelivered, props, body = item

@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import AsyncDriver, Disposition, SyncDriver
 from tavrida2.drivers.memory import AsyncMemoryDriver, MemoryDriver
@@ -67,9 +69,52 @@ def _memory_config() -> ConnectionConfig:
     return ConnectionConfig.from_url("memory://contract")
 
 
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _rabbitmq_config() -> ConnectionConfig:
+    return ConnectionConfig.from_url(RABBITMQ_URL, retry_delay=0.2)
+
+
+def delete_on_rabbitmq(exchanges: list[str], queues: list[str]) -> None:
+    """Delete what a test declared on the real broker (missing names are fine)."""
+    import pika
+
+    params = _rabbitmq_config().to_pika_params()
+    connection = pika.BlockingConnection(params)
+    try:
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                channel = connection.channel()
+                try:
+                    if kind == "queue":
+                        channel.queue_delete(name)
+                    else:
+                        channel.exchange_delete(name)
+                finally:
+                    if channel.is_open:
+                        channel.close()
+    finally:
+        connection.close()
+
+
+def _pika_driver() -> SyncDriver:
+    from tavrida2.drivers.pika_sync import PikaDriver
+
+    return PikaDriver(_rabbitmq_config())
+
+
+def _aio_driver() -> AsyncDriver:
+    from tavrida2.drivers.aio import AioDriver
+
+    return AioDriver(_rabbitmq_config())
+
+
 KINDS: list[DriverKind] = [
     DriverKind("memory-sync", False, lambda: MemoryDriver(_memory_config())),
     DriverKind("memory-async", True, lambda: AsyncMemoryDriver(_memory_config())),
+    DriverKind("pika", False, _pika_driver, delete_on_rabbitmq, (pytest.mark.rabbitmq,)),
+    DriverKind("aio", True, _aio_driver, delete_on_rabbitmq, (pytest.mark.rabbitmq,)),
 ]
 
 
@@ -134,17 +179,18 @@ class DriverHandle:
         self._running = loop.run_in_executor(self._thread, self.driver.run)
 
     async def close(self) -> None:
+        """Stop consuming and close the driver (once; later calls do nothing)."""
         if self._closed:
             return
         self._closed = True
-        try:
-            if self._running is not None:
-                assert isinstance(self.driver, SyncDriver)
-                self.driver.stop()
-                await asyncio.wait_for(self._running, CALLBACK_TIMEOUT)
-            await self._call("close")
-        finally:
-            self._thread.shutdown(wait=False)
+        if self._running is not None:
+            assert isinstance(self.driver, SyncDriver)
+            self.driver.stop()
+            await asyncio.wait_for(self._running, CALLBACK_TIMEOUT)
+        await self._call("close")
+
+    def dispose(self) -> None:
+        self._thread.shutdown(wait=False)
 
 
 class Inbox:
@@ -208,13 +254,19 @@ class Env:
     def is_async(self) -> bool:
         return self.kind.is_async
 
+    @staticmethod
+    def _name(label: str) -> str:
+        # AMQP names allow letters, digits, "-", "_", ".", ":" only
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in label)
+        return f"tavrida2-contract-{safe}-{uuid.uuid4().hex}"
+
     def exchange(self, label: str = "x") -> str:
-        name = f"tavrida2-contract-{label}-{uuid.uuid4().hex}"
+        name = self._name(label)
         self.exchanges.append(name)
         return name
 
     def queue(self, label: str = "q") -> str:
-        name = f"tavrida2-contract-{label}-{uuid.uuid4().hex}"
+        name = self._name(label)
         self.queues.append(name)
         return name
 
@@ -232,7 +284,11 @@ class Env:
         try:
             await asyncio.wait_for(body(), TEST_TIMEOUT)
         finally:
-            for handle in reversed(self._handles):
-                await handle.close()
+            try:
+                for handle in reversed(self._handles):
+                    await asyncio.wait_for(handle.close(), CALLBACK_TIMEOUT)
+            finally:
+                for handle in self._handles:
+                    handle.dispose()
             if self.kind.cleanup is not None:
                 self.kind.cleanup(self.exchanges, self.queues)
