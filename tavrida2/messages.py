@@ -49,7 +49,7 @@ _MESSAGE_TYPES = {t.value: t for t in MessageType}
 
 _AnswerT = TypeVar("_AnswerT", bound="Message")
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
 
 

@@ -10,6 +10,10 @@ Each delivery runs in a task of its own (aiormq starts one), so up to
 consumers: when the connection is lost it reconnects with backoff, declares
 everything again and subscribes each consumer once; settling a delivery of
 the dead channel is skipped (the broker redelivers it).
+
+Two workarounds of the libraries below: the transport of a lost connection is
+closed by the driver (aiormq leaves it open), and pamqp is taught to encode
+header integers from -128 to -1 (see the two helpers' docstrings).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +29,9 @@ import aio_pika
 import aiormq
 import aiormq.exceptions as aex
 import tenacity
+from pamqp import encode as pamqp_encode
 from pamqp.commands import Basic
+from pamqp.exceptions import AMQPInternalError
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
@@ -43,6 +50,34 @@ _CONNECTION_ERRORS = (
 )
 _DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
 _Props = aiormq.spec.Basic.Properties
+
+
+def _patch_pamqp_small_negative_integers() -> None:
+    """Let pamqp encode header integers from -128 to -1 (it raises ``struct.error``).
+
+    pamqp <= 3.3.0 tags them ``b`` (signed 8-bit) but packs them unsigned
+    (gmr/pamqp#45, fixed upstream by #58; aiormq 6 pins pamqp 3.3.0). The
+    replacement packs exactly those values signed and leaves every other value,
+    and any pamqp that already encodes them, alone.
+    """
+    original = pamqp_encode.table_integer
+    try:
+        original(-1)
+    except struct.error:
+        pass
+    else:
+        return
+    signed_byte = struct.Struct(">b")
+
+    def table_integer(value: int) -> bytes:
+        if -128 <= value < 0:
+            return b"b" + signed_byte.pack(value)
+        return original(value)
+
+    pamqp_encode.table_integer = table_integer
+
+
+_patch_pamqp_small_negative_integers()
 
 
 class _TrackedTransport(aiormq.TransportFactory):
@@ -145,9 +180,17 @@ class AioDriver(AsyncDriver):
 
     async def _open(self) -> None:
         await self._drop_connection()
-        connection = await aio_pika.connect(
-            self._url, timeout=self.config.socket_timeout or None, connection_class=_Connection
-        )
+        try:
+            connection = await aio_pika.connect(
+                self._url, timeout=self.config.socket_timeout or None, connection_class=_Connection
+            )
+        except AMQPInternalError as exc:
+            # aiormq reports a refused Connection.Open (e.g. an unknown virtual host,
+            # 530 NOT_ALLOWED) as an internal error carrying the broker's Close frame
+            close = next((a for a in exc.args if isinstance(a, aiormq.spec.Connection.Close)), None)
+            if close is None:
+                raise
+            raise aex.ConnectionClosed(close.reply_code, close.reply_text) from None
         try:
             publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             consume = await connection.channel(publisher_confirms=False)

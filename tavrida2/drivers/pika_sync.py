@@ -75,6 +75,7 @@ class PikaDriver(SyncDriver):
         self._handler_started = 0.0
         self._resubscribe = False
         self._pump: threading.Thread | None = None
+        self._pump_stop = threading.Event()
 
     # -- connection ----------------------------------------------------------
 
@@ -83,11 +84,6 @@ class PikaDriver(SyncDriver):
         self._closed = False
         attempts = max(1, self.config.connection_attempts)
         self._retrying(tenacity.stop_after_attempt(attempts), self._open)
-        if self.config.heartbeat_interval and self._pump is None:
-            self._pump = threading.Thread(
-                target=self._service_while_handling, name="tavrida2-heartbeat", daemon=True
-            )
-            self._pump.start()
 
     def _retrying(self, stop: Any, action: Callable[[], None]) -> None:
         delay = self.config.retry_delay
@@ -109,7 +105,8 @@ class PikaDriver(SyncDriver):
                 with attempt:
                     action()
         except _CONNECTION_ERRORS as exc:
-            reason = str(exc) or type(exc).__name__
+            # pika's AMQPConnectionError has an empty str(); its repr names the cause
+            reason = str(exc) or repr(exc)
             if is_auth_error(exc):
                 reason = f"the broker refused the credentials or virtual host ({reason})"
             raise exceptions.ConnectionFailed(target=self._target, reason=reason) from None
@@ -154,6 +151,10 @@ class PikaDriver(SyncDriver):
     def close(self) -> None:
         self._closed = True
         self.stop()
+        pump, self._pump = self._pump, None
+        self._pump_stop.set()
+        if pump is not None and pump is not threading.current_thread():
+            pump.join()
         with self._lock:
             self._drop_connection()
 
@@ -275,6 +276,15 @@ class PikaDriver(SyncDriver):
 
     def run(self) -> None:
         self._stopping.clear()
+        # Handlers run in this thread: while one runs long, a helper services the
+        # connection. heartbeat_interval=None takes the broker's timeout (60 s by
+        # default), which a long handler must not starve either; 0 disables them.
+        if self.config.heartbeat_interval != 0 and self._pump is None:
+            self._pump_stop.clear()
+            self._pump = threading.Thread(
+                target=self._service_while_handling, name="tavrida2-heartbeat", daemon=True
+            )
+            self._pump.start()
         while not self._stopping.is_set():
             try:
                 with self._lock:
@@ -359,22 +369,30 @@ class PikaDriver(SyncDriver):
             if self._connection is not None and self._connection.is_open:
                 self._connection.process_data_events(time_limit=0)
 
+    def _heartbeat_period(self) -> float:
+        """A quarter of the negotiated heartbeat timeout (pika keeps it in its params)."""
+        impl = getattr(self._connection, "_impl", None)
+        negotiated = getattr(getattr(impl, "params", None), "heartbeat", None)
+        if isinstance(negotiated, int | float) and negotiated > 0:
+            seconds = float(negotiated)
+        else:
+            seconds = float(self.config.heartbeat_interval or 60)
+        return max(0.2, seconds / 4)
+
     def _service_while_handling(self) -> None:
-        period = max(0.2, float(self.config.heartbeat_interval or 0) / 4)
-        while not self._closed:
-            time.sleep(period)
+        """While a handler runs longer than the period, service the connection each period."""
+        while not self._pump_stop.wait(self._heartbeat_period()):
             started = self._handler_started
-            if not started or time.monotonic() - started < period:
+            if not started or time.monotonic() - started < self._heartbeat_period():
                 continue
             if self._lock.acquire(blocking=False):
                 try:
-                    if self._connection is not None and self._connection.is_open:
+                    if self._is_open():
                         self._connection.process_data_events(time_limit=0)
                 except Exception as exc:
                     log.debug("heartbeat service: %s", exc)
                 finally:
                     self._lock.release()
-        self._pump = None
 
 
 __all__ = ["PikaDriver"]

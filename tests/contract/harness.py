@@ -14,12 +14,9 @@ wrap the driver under test:
 A driver that consumes is used for nothing else until it is closed (``run()``
 holds its thread): tests publish and declare through another driver.
 
-To run the suite on RabbitMQ, add kinds to :data:`KINDS`, e.g.::
-
-    DriverKind("pika", False, lambda: PikaDriver(RABBITMQ), cleanup=delete_names,
-               marks=(pytest.mark.rabbitmq,))
-    DriverKind("aio", True, lambda: AioDriver(RABBITMQ), cleanup=delete_names,
-               marks=(pytest.mark.rabbitmq,))
+:data:`KINDS` lists the drivers: the memory ones, and the RabbitMQ ones
+(``pika``, ``aio``) marked ``rabbitmq``, whose ``cleanup`` deletes what a test
+declared. A new driver joins the suite with one more :class:`DriverKind`.
 
 Every test names its exchanges and queues with :meth:`Env.exchange` and
 :meth:`Env.queue` (uuid4-based), so ``cleanup`` can delete them afterwards.
@@ -233,7 +230,9 @@ async def publish_markers(publisher: DriverHandle, queues: Iterable[str]) -> Non
         await publisher.publish("", queue, AMQPMessage(b"", {MARKER: queue}))
 
 
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT) -> None:
+async def wait_until(
+    predicate: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -292,3 +291,25 @@ class Env:
                     handle.dispose()
             if self.kind.cleanup is not None:
                 self.kind.cleanup(self.exchanges, self.queues)
+
+
+def msg(body: bytes = b"{}", **headers: Any) -> AMQPMessage:
+    return AMQPMessage(body, dict(headers))
+
+
+async def exchange_with_queues(
+    env: Env, driver: DriverHandle, bindings: dict[str, list[str]]
+) -> tuple[str, dict[str, str]]:
+    """A transient topic exchange and a queue per label, bound with its keys.
+
+    Returns the exchange name and ``{label: queue name}``.
+    """
+    exchange = env.exchange()
+    await driver.declare_exchange(exchange, "topic", durable=False)
+    names = {}
+    for label, keys in bindings.items():
+        queue = await driver.declare_queue(env.queue(label), durable=False)
+        for key in keys:
+            await driver.bind_queue(queue, exchange, key)
+        names[label] = queue
+    return exchange, names

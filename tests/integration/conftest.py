@@ -7,7 +7,8 @@
 - :class:`Servers` (fixture ``servers``): start servers in threads, stop them after the test;
 - :class:`Recorder`: what handlers received, thread-safe, with bounded waits;
 - ``rabbitmqctl`` helpers: connections by name, closing one, consumers and messages of a queue;
-- :class:`BlockingDriver`: the same blocking API over a PikaDriver or an AioDriver.
+- :class:`BlockingDriver`: the same blocking API over a PikaDriver or an AioDriver;
+- fixture ``proxy``: a :class:`~tests.integration.tcp_proxy.TcpProxy` to the broker.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tavrida2.drivers.aio import AioDriver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.pika_sync import PikaDriver
 from tavrida2.messages import AMQPMessage
+from tests.integration.tcp_proxy import TcpProxy
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 WAIT = 20.0  # the bound of every wait for something to happen on the broker
@@ -109,6 +111,17 @@ def names() -> Iterator[Names]:
     made = Names()
     yield made
     made.cleanup()
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    """A TCP proxy to the broker: ``drop()`` takes the network away, ``start()`` gives it back."""
+    running = TcpProxy()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.drop()
 
 
 @pytest.fixture

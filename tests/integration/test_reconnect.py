@@ -7,6 +7,7 @@ two (a leftover consumer of the old subscription) and never none.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -27,6 +28,7 @@ from tests.integration.conftest import (
     queue_info,
     wait_until,
 )
+from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 
@@ -43,11 +45,14 @@ class Counter(service.ServiceController):
         self.rec.add("count", n)
 
 
-def _start(engine: bool, names: Names, servers: Servers) -> tuple[server.Server, str, str]:
-    """Start a Counter server; return it, its exchange and its connection name."""
+def _start(
+    engine: bool, names: Names, servers: Servers, proxy: TcpProxy | None = None
+) -> tuple[server.Server, str, str]:
+    """Start a Counter server (through ``proxy``); return it, its exchange, its connection name."""
     Counter.rec = Recorder()
     exchange, connection_name = names.exchange("counter"), names.connection("counter")
-    conf = amqp_config(engine, connection_name, retry_delay=0.1)
+    port = {"port": proxy.port} if proxy is not None else {}
+    conf = amqp_config(engine, connection_name, retry_delay=0.1, **port)
     srv = server.Server(conf, names.queue("counter"), exchange, [Counter])
     servers.start(srv)
     return srv, exchange, connection_name
@@ -125,3 +130,37 @@ def test_server_resubscribes_after_its_queue_was_deleted(
         cli.counter.count(n=2).cast()
         assert Counter.rec.wait_for("count", 2) == [1, 2]
     assert consumers(srv.queue_name) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_server_reconnects_when_the_network_comes_back(
+    engine: bool, names: Names, servers: Servers, proxy: TcpProxy
+) -> None:
+    srv, exchange, _connection_name = _start(engine, names, servers, proxy)
+    with _client(names, exchange) as cli:  # the client's connection does not go through proxy
+        cli.counter.count(n=1).cast()
+        Counter.rec.wait_for("count")
+        proxy.drop()
+        wait_until(lambda: consumers(srv.queue_name) == 0, "the broker to see the server gone")
+        cli.counter.count(n=2).cast()  # waits in the queue
+        proxy.start()
+        wait_until(lambda: consumers(srv.queue_name) == 1, "the server back")
+        assert set(Counter.rec.wait_for("count", 2)) == {1, 2}
+        cli.counter.count(n=3).cast()
+        assert Counter.rec.wait_for("count", 3)[-1] == 3
+    assert consumers(srv.queue_name) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stop_while_the_broker_is_unreachable(
+    engine: bool, names: Names, servers: Servers, proxy: TcpProxy, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tavrida2")
+    srv, _exchange, _connection_name = _start(engine, names, servers, proxy)
+    proxy.drop()
+
+    def retrying() -> bool:
+        return any("cannot connect" in r.getMessage() for r in caplog.records)
+
+    wait_until(retrying, "the server retrying to connect")
+    servers.stop(srv)  # fails unless the server stops within the bound

@@ -16,9 +16,18 @@ import pika
 import pytest
 
 from tavrida2 import discovery, dispatcher, server, service
-from tests.integration.conftest import ENGINES, Names, Servers, amqp_config, get_message
+from tests.integration.conftest import (
+    ENGINES,
+    Names,
+    Servers,
+    amqp_config,
+    get_message,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 @dispatcher.rpc_service("test_world")
@@ -118,3 +127,32 @@ def test_a_tavrida_1_request_gets_a_tavrida_1_error(
     assert decoded["payload"]["class"] == "KeyError"
     assert decoded["payload"]["message"] == "'missing'"
     assert isinstance(decoded["payload"]["code"], int)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_waiting_caller_gets_the_answer_on_direct_reply_to(
+    engine: bool, names: Names, servers: Servers, channel
+) -> None:
+    """New in tavrida2: the AMQP ``reply_to`` property sends the answer straight back."""
+    world_ex, legacy_queue = _start(engine, names, servers, channel)
+    answers: list[tuple] = []
+    channel.basic_consume(
+        DIRECT_REPLY_TO, lambda _ch, *delivery: answers.append(delivery), auto_ack=True
+    )
+    headers, body = _legacy_request("test_world.world", {"param": 41})
+    properties = pika.BasicProperties(
+        content_type="application/json",
+        headers=headers,
+        reply_to=DIRECT_REPLY_TO,
+        correlation_id=headers["request_id"],
+        expiration="20000",
+    )
+    channel.basic_publish(world_ex, "test_world.world", body, properties, mandatory=True)
+    wait_until(lambda: answers or channel.connection.process_data_events(0.05), "the answer")
+
+    [(_method, got, answer)] = answers
+    assert got.correlation_id == headers["request_id"]
+    _check_answer_headers(headers, got.headers, "response", "test_world.world")
+    assert json.loads(answer)["payload"]["param"] == 42
+    # answered once, and only there
+    assert channel.basic_get(legacy_queue, auto_ack=True)[0] is None

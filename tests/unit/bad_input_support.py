@@ -76,8 +76,19 @@ class StrictTarget(Target):
     strict_parameters = True
 
 
+@dispatcher.rpc_service("kwargs_target")
+class KwargsTarget(service.ServiceController):
+    """A handler that takes any payload (``**payload``)."""
+
+    @dispatcher.rpc_method(method="any")
+    def any(self, request, proxy, **payload):
+        Target.handled.append(("any", dict(payload)))
+        return {"keys": sorted(payload)}
+
+
 #: Entry points the caller takes answers from (responses and errors).
 ANSWERING = (
+    "kwargs_target.any",
     "target.echo",
     "target.explode",
     "target.wrong",
@@ -109,9 +120,7 @@ def make_caller() -> type[service.ServiceController]:
         def on_error(self, error, proxy):
             answers.append(Answer("error", error.headers["source"], dict(error.payload)))
 
-        namespace[f"response_{index}"] = dispatcher.rpc_response_method(remote, method)(
-            on_response
-        )
+        namespace[f"response_{index}"] = dispatcher.rpc_response_method(remote, method)(on_response)
         namespace[f"error_{index}"] = dispatcher.rpc_error_method(remote, method)(on_error)
     cls = type("Caller", (service.ServiceController,), namespace)
     return dispatcher.rpc_service("caller")(cls)
@@ -147,7 +156,9 @@ class _NoPublisher:
 
 def prepare_error(headers: Any, body: bytes, *classes: type) -> Exception:
     """What the preprocessor raises for a delivery (the engine catches exactly this)."""
-    controllers = [cls(PostProcessor(_NoPublisher(), LocalDiscovery())) for cls in classes or (Target,)]
+    controllers = [
+        cls(PostProcessor(_NoPublisher(), LocalDiscovery())) for cls in classes or (Target,)
+    ]
     preprocessor = PreProcessor(RoutingTable(controllers), controllers)
     with pytest.raises(Exception) as caught:
         preprocessor.prepare(AMQPMessage(body, headers))
@@ -187,8 +198,8 @@ class Rig:
         )
 
     def start(self, *targets: type[service.ServiceController]) -> server.Server:
-        """Serve ``targets`` (default: Target) and the caller; returns the target server."""
-        targets = targets or (Target,)
+        """Serve ``targets`` (default: all three) and the caller; returns the target server."""
+        targets = targets or (Target, StrictTarget, KwargsTarget)
         discovery = LocalDiscovery()
         discovery.register_remote_service("caller", CALLER_EXCHANGE)
         discovery.register_remote_service("target", TARGET_EXCHANGE)
@@ -272,6 +283,7 @@ def assert_error_answer(
 __all__ = [
     "REPLY_TO",
     "Answer",
+    "KwargsTarget",
     "Rig",
     "StrictTarget",
     "Target",

@@ -17,7 +17,6 @@ from tavrida2.messages import AMQPMessage
 from tests.unit.bad_input_support import (
     REPLY_TO,
     Rig,
-    StrictTarget,
     Target,
     assert_error_answer,
     assert_logged,
@@ -32,7 +31,7 @@ GOOD_BODY = body_of({"value": 1})
 @pytest.fixture(params=["sync", "async"])
 def rig(request: pytest.FixtureRequest):
     rig = Rig(request.param)
-    rig.start(Target, StrictTarget)
+    rig.start()
     yield rig
     rig.stop()
 
@@ -232,8 +231,10 @@ def test_call_to_an_unknown_method_is_answered(rig: Rig, caplog) -> None:
 
 @pytest.mark.parametrize(
     ("destination", "exc_class", "code"),
-    [("ghost.echo", exceptions.ServiceNotFound, 1022),
-     ("target.nope", exceptions.HandlerNotFound, 1004)],
+    [
+        ("ghost.echo", exceptions.ServiceNotFound, 1022),
+        ("target.nope", exceptions.HandlerNotFound, 1004),
+    ],
 )
 def test_cast_to_an_unknown_handler_is_rejected(rig, caplog, destination, exc_class, code):
     headers = call_headers(destination, reply_to="")
@@ -257,9 +258,7 @@ def test_answer_nobody_waits_for_is_rejected(rig: Rig, caplog) -> None:
 
 
 def test_notification_nobody_subscribes_to_is_rejected(rig: Rig, caplog) -> None:
-    headers = call_headers(
-        "", message_type="notification", reply_to="", source="publisher.event"
-    )
+    headers = call_headers("", message_type="notification", reply_to="", source="publisher.event")
     error = expect(
         headers, GOOD_BODY, exceptions.SubscriptionHandlerNotFound, 1030, "publisher.event"
     )
