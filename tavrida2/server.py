@@ -137,7 +137,11 @@ class Server:
         )
 
     def run(self) -> None:
-        """Serve until :meth:`stop`, SIGINT or SIGTERM; finish the message in hand, close."""
+        """Serve until :meth:`stop`, SIGINT or SIGTERM; finish the message in hand, close.
+
+        Raises ``ConnectionFailed`` if the broker cannot be reached at start, or
+        once a lost connection could not be restored in ``reconnect_attempts``.
+        """
         with _stop_on_signals(self):
             if self._config.async_engine:
                 asyncio.run(self.serve())
@@ -192,11 +196,28 @@ class Server:
             )
             self.started.set()
             if not self._stop_requested.is_set():
-                await self._stop_event.wait()
+                await self._wait_for_stop(driver)
             await driver.stop_consuming()
         finally:
             await driver.close()
             log.info("server %s stopped", self._exchange_name)
+
+    async def _wait_for_stop(self, driver: AsyncDriver) -> None:
+        """Until :meth:`stop`; raise ``ConnectionFailed`` if the driver gave up reconnecting."""
+        assert self._stop_event is not None
+        gave_up = getattr(driver, "wait_gave_up", None)  # RabbitMQ drivers only
+        if gave_up is None:
+            await self._stop_event.wait()
+            return
+        stopped = asyncio.ensure_future(self._stop_event.wait())
+        failed = asyncio.ensure_future(gave_up())
+        try:
+            done, _ = await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stopped, failed):
+                task.cancel()
+        if stopped not in done:
+            raise failed.result()
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:

@@ -142,6 +142,8 @@ class AioDriver(AsyncDriver):
         self._generation = 0
         self._closing = False
         self._reconnecting: asyncio.Task[None] | None = None
+        self._gave_up = asyncio.Event()
+        self._failure: exceptions.ConnectionFailed | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._stopped_consuming = False
         self._consumer_tags: dict[str, tuple[str, AsyncDeliveryCallback, int]] = {}
@@ -239,8 +241,20 @@ class AioDriver(AsyncDriver):
             log.warning("reconnected to %s", self._target)
         except exceptions.ConnectionFailed as exc:
             log.error("giving up reconnecting: %s", exc)
+            self._failure = exc
+            self._gave_up.set()
         finally:
             self._reconnecting = None
+
+    async def wait_gave_up(self) -> exceptions.ConnectionFailed:
+        """Return once reconnecting failed ``reconnect_attempts`` times in a row.
+
+        Nothing else would tell a consuming server that its connection is gone
+        for good: it waits on this to stop with the error.
+        """
+        await self._gave_up.wait()
+        assert self._failure is not None
+        return self._failure
 
     async def _ensure_connected(self) -> None:
         """Wait (at most ``publish_timeout``) for a usable connection."""

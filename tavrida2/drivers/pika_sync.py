@@ -85,11 +85,14 @@ class PikaDriver(SyncDriver):
         attempts = max(1, self.config.connection_attempts)
         self._retrying(tenacity.stop_after_attempt(attempts), self._open)
 
-    def _retrying(self, stop: Any, action: Callable[[], None]) -> None:
+    def _retrying(
+        self, stop: Any, action: Callable[[], None], sleep: Callable[[float], Any] = time.sleep
+    ) -> None:
         delay = self.config.retry_delay
         try:
             for attempt in tenacity.Retrying(
                 stop=stop,
+                sleep=sleep,
                 wait=tenacity.wait_exponential(multiplier=delay, min=delay, max=max(delay, 10.0)),
                 retry=tenacity.retry_if_exception(
                     lambda e: not is_auth_error(e) and isinstance(e, _CONNECTION_ERRORS)
@@ -138,14 +141,26 @@ class PikaDriver(SyncDriver):
                 connection.close()
 
     def _reconnect(self, reason: object) -> None:
+        """Reconnect with backoff; gives up quietly when :meth:`stop` or :meth:`close` is called."""
         if self._closed:
             return
         attempts = self.config.reconnect_attempts
-        stop = (
+        limit = (
             tenacity.stop_never if attempts < 0 else tenacity.stop_after_attempt(max(1, attempts))
         )
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            return self._stopping.is_set() or self._closed or bool(limit(state))
+
         log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
-        self._retrying(stop, self._open)
+        try:
+            # stop() wakes the wait between attempts
+            self._retrying(stop, self._open, sleep=self._stopping.wait)
+        except exceptions.ConnectionFailed:
+            if self._stopping.is_set() or self._closed:
+                log.info("stopped while reconnecting to %s", self._target)
+                return
+            raise
         log.warning("reconnected to %s", self._target)
 
     def close(self) -> None:
@@ -295,6 +310,7 @@ class PikaDriver(SyncDriver):
                         # Lost while handling (an ack or a publish failed): pika's
                         # ioloop of a closed connection must not be entered again.
                         self._reconnect("closed while handling a delivery")
+                        continue
                     if not self._inbox:
                         self._connection.process_data_events(time_limit=1.0)
             except _CONNECTION_ERRORS as exc:

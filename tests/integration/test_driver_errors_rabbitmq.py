@@ -145,9 +145,9 @@ def test_a_service_missing_from_discovery_fails_before_anything_is_sent() -> Non
             cli.unknown_service.method(param=1).cast()
         with pytest.raises(exceptions.UnableToDiscover):
             client.RPCClient(conf, disc, source="cli", service="unknown_service")
-    with pytest.raises(exceptions.ConnectionFailed):  # the control: sending does connect
-        with client.RPCClient(conf, disc, source="cli") as cli:
-            cli.known.method(param=1).cast()
+    # the control: sending does connect
+    with pytest.raises(exceptions.ConnectionFailed), client.RPCClient(conf, disc, "cli") as cli:
+        cli.known.method(param=1).cast()
 
 
 @pytest.mark.parametrize("engine", ENGINES)

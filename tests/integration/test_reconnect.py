@@ -1,8 +1,11 @@
-"""A server survives the broker closing its connection, and the deletion of its queue.
+"""A server survives losing its connection, and the deletion of its queue.
 
-Delivery is at least once: after a reconnect every cast was handled (some may
-have been handled twice), and the queue has exactly one consumer again, never
-two (a leftover consumer of the old subscription) and never none.
+The connection is closed by the broker (``rabbitmqctl close_connection``) or
+cut by the network (a TCP proxy that drops everything and refuses new
+connections for a while). Delivery is at least once: after a reconnect every
+cast was handled (some may have been handled twice), and the queue has exactly
+one consumer again, never two (a leftover consumer of the old subscription) and
+never none. A server also stops when asked while it cannot reach the broker.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import time
 import pika
 import pytest
 
-from tavrida2 import client, discovery, dispatcher, server, service
+from tavrida2 import client, discovery, dispatcher, exceptions, server, service
 from tests.integration.conftest import (
     ENGINES,
+    WAIT,
     Names,
     Recorder,
     Servers,
@@ -68,6 +72,12 @@ def _handled() -> set[int]:
     return set(Counter.rec.of("count"))
 
 
+def _settled(queue: str) -> bool:
+    """Whether ``queue`` holds no message, ready or unacknowledged."""
+    info = queue_info(queue) or {}
+    return info.get("messages_ready") == 0 and info.get("messages_unacknowledged") == 0
+
+
 def _one_connection(connection_name: str) -> str:
     """The pid of the one open connection named ``connection_name``."""
     pids = wait_until(lambda: connection_pids(connection_name), f"connection {connection_name}")
@@ -95,7 +105,8 @@ def test_server_connection_closed_by_the_broker_during_a_stream_of_casts(
 
     caster = threading.Thread(target=cast_all, daemon=True)
     caster.start()
-    wait_until(lambda: len(_handled()) >= 100, "the first 100 casts handled")
+    # mid-stream on both sides: the client is still sending, the server handling
+    wait_until(lambda: len(sent) >= 300 and len(_handled()) >= 50, "the stream under way")
     close_connection(old_pid, "test")
     caster.join(60)
     assert not caster.is_alive()
@@ -106,7 +117,7 @@ def test_server_connection_closed_by_the_broker_during_a_stream_of_casts(
     assert _handled() == set(range(CASTS))
     new_pid = _one_connection(connection_name)
     assert new_pid != old_pid
-    wait_until(lambda: (queue_info(srv.queue_name) or {}).get("messages_ready") == 0, "drained")
+    wait_until(lambda: _settled(srv.queue_name), "the queue drained")
     assert consumers(srv.queue_name) == 1
 
 
@@ -118,7 +129,7 @@ def test_server_resubscribes_after_its_queue_was_deleted(
     assert consumers(srv.queue_name) == 1
     with _client(names, exchange) as cli:
         cli.counter.count(n=1).cast()
-        Counter.rec.wait_for("count")
+        wait_until(lambda: _handled() == {1} and _settled(srv.queue_name), "the first cast acked")
 
         connection = pika.BlockingConnection(pika_params())
         try:
@@ -128,7 +139,7 @@ def test_server_resubscribes_after_its_queue_was_deleted(
         # the broker cancels the consumer; the server declares its queue again
         wait_until(lambda: consumers(srv.queue_name) == 1, "the queue back, with a consumer")
         cli.counter.count(n=2).cast()
-        assert Counter.rec.wait_for("count", 2) == [1, 2]
+        wait_until(lambda: _handled() == {1, 2}, "a cast sent after the queue came back")
     assert consumers(srv.queue_name) == 1
 
 
@@ -139,15 +150,15 @@ def test_server_reconnects_when_the_network_comes_back(
     srv, exchange, _connection_name = _start(engine, names, servers, proxy)
     with _client(names, exchange) as cli:  # the client's connection does not go through proxy
         cli.counter.count(n=1).cast()
-        Counter.rec.wait_for("count")
+        wait_until(lambda: _handled() == {1} and _settled(srv.queue_name), "the first cast acked")
         proxy.drop()
         wait_until(lambda: consumers(srv.queue_name) == 0, "the broker to see the server gone")
         cli.counter.count(n=2).cast()  # waits in the queue
         proxy.start()
         wait_until(lambda: consumers(srv.queue_name) == 1, "the server back")
-        assert set(Counter.rec.wait_for("count", 2)) == {1, 2}
+        wait_until(lambda: _handled() == {1, 2}, "the cast sent while it was away")
         cli.counter.count(n=3).cast()
-        assert Counter.rec.wait_for("count", 3)[-1] == 3
+        wait_until(lambda: _handled() == {1, 2, 3}, "a cast sent after it came back")
     assert consumers(srv.queue_name) == 1
 
 
@@ -164,3 +175,34 @@ def test_stop_while_the_broker_is_unreachable(
 
     wait_until(retrying, "the server retrying to connect")
     servers.stop(srv)  # fails unless the server stops within the bound
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_server_that_gives_up_reconnecting_stops_with_connection_failed(
+    engine: bool, names: Names, proxy: TcpProxy
+) -> None:
+    conf = amqp_config(
+        engine, names.connection("counter"), retry_delay=0.1, reconnect_attempts=2, port=proxy.port
+    )
+    srv = server.Server(conf, names.queue("counter"), names.exchange("counter"), [Counter])
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            srv.run()
+        except BaseException as exc:  # checked below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: srv.started.is_set() or not thread.is_alive(), "the server started")
+        assert srv.started.is_set(), outcome
+        proxy.drop()
+        thread.join(WAIT)
+    finally:
+        srv.stop()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    [error] = outcome
+    assert isinstance(error, exceptions.ConnectionFailed)
