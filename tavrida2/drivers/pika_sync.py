@@ -15,7 +15,10 @@ in two threads at once, and the broker never sees a silent connection.
 The driver remembers what it declared and what it consumes; after a lost
 connection it reconnects with backoff (``reconnect_attempts``, -1 = forever),
 declares everything again and subscribes each consumer once. Acks for
-deliveries of a dead connection are dropped (the broker redelivers them).
+deliveries of a dead connection are dropped (the broker redelivers them), and
+so are the deliveries of a dead connection not handled yet. :meth:`stop`
+interrupts reconnecting; when ``reconnect_attempts`` run out, :meth:`run`
+raises ``ConnectionFailed``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ _DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
 
 # generation, consumer index, delivery tag, redelivered, properties, body
 Inbox = tuple[int, int, int, bool, Any, bytes]
+
+
+def _describe(exc: BaseException | None) -> str:
+    """``str(exc)``, or its repr where that is empty (pika's AMQPConnectionError)."""
+    return (str(exc) or repr(exc)) if exc is not None else "?"
 
 
 class PikaDriver(SyncDriver):
@@ -102,14 +110,13 @@ class PikaDriver(SyncDriver):
                     "cannot connect to %s (attempt %s): %s; retrying",
                     self._target,
                     state.attempt_number,
-                    state.outcome.exception() if state.outcome else "?",
+                    _describe(state.outcome.exception()) if state.outcome else "?",
                 ),
             ):
                 with attempt:
                     action()
         except _CONNECTION_ERRORS as exc:
-            # pika's AMQPConnectionError has an empty str(); its repr names the cause
-            reason = str(exc) or repr(exc)
+            reason = _describe(exc)
             if is_auth_error(exc):
                 reason = f"the broker refused the credentials or virtual host ({reason})"
             raise exceptions.ConnectionFailed(target=self._target, reason=reason) from None

@@ -48,9 +48,13 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # drop() ran meanwhile
+                    client.close()
+                    upstream.close()
+                    return
                 self._sockets.update((client, upstream))
-            self._spawn(self._pipe, client, upstream)
-            self._spawn(self._pipe, upstream, client)
+                self._spawn(self._pipe, client, upstream)
+                self._spawn(self._pipe, upstream, client)
 
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -64,17 +68,18 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def drop(self) -> None:
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, set()
+            threads, self._threads = self._threads, []
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        threads, self._threads = self._threads, []
         for thread in threads:
             thread.join(5)
         for sock in sockets:
