@@ -36,11 +36,13 @@ _pending: contextvars.ContextVar[list[PendingPublish] | None] = contextvars.Cont
 )
 
 
-def _unhandleable(preprocessor: PreProcessor, amqp_message: AMQPMessage, error: Exception) -> Any:
+def _unhandleable(
+    preprocessor: PreProcessor, amqp_message: AMQPMessage, error: Exception
+) -> Disposition:
     """Log a message that cannot be handled and answer its caller if it has one.
 
-    Returns the publisher's result (``None`` on the sync engine) when the caller
-    was answered, else raises ``LookupError``.
+    ACK when the caller was sent an Error; REJECT when there is no caller to
+    tell or the Error could not be sent.
     """
     headers = amqp_message.headers if isinstance(amqp_message.headers, dict) else {}
     log.error(
@@ -51,7 +53,14 @@ def _unhandleable(preprocessor: PreProcessor, amqp_message: AMQPMessage, error: 
         _masker.mask(headers),
         exc_info=not isinstance(error, exceptions.TavridaError),
     )
-    return preprocessor.reply_error(amqp_message, error)
+    try:
+        preprocessor.reply_error(amqp_message, error)
+    except LookupError:
+        return Disposition.REJECT
+    except exceptions.TavridaError as exc:
+        log.error("could not answer the caller: %s", exc)
+        return Disposition.REJECT
+    return Disposition.ACK
 
 
 class SyncEngine:
@@ -64,14 +73,7 @@ class SyncEngine:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
-            try:
-                _unhandleable(self._preprocessor, amqp_message, error)
-            except LookupError:
-                return Disposition.REJECT
-            except exceptions.TavridaError as exc:
-                log.error("could not answer the caller: %s", exc)
-                return Disposition.REJECT
-            return Disposition.ACK
+            return _unhandleable(self._preprocessor, amqp_message, error)
         disposition = Disposition.ACK
         for controller, info, message, proxy in jobs:
             try:
@@ -142,14 +144,9 @@ class AsyncEngine:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
-            try:
-                _unhandleable(self._preprocessor, amqp_message, error)
-            except LookupError:
+            if _unhandleable(self._preprocessor, amqp_message, error) is Disposition.REJECT:
                 return Disposition.REJECT
-            except exceptions.TavridaError as exc:
-                log.error("could not answer the caller: %s", exc)
-                return Disposition.REJECT
-            jobs = []
+            jobs = []  # the caller's Error is pending: await it below
         for controller, info, message, proxy in jobs:
             try:
                 await controller.handle_async(info, message, proxy, self.run_sync)
