@@ -1,53 +1,169 @@
-"""RPCClient: calls from scripts, outside any service.
+"""Clients: calls and casts from scripts, outside any service.
 
-One connection for the client's lifetime, opened on first use; close it with
-:meth:`RPCClient.close` or a ``with`` block.
+:class:`RPCClient` (blocking, on pika) and :class:`AsyncRPCClient` (asyncio,
+on aio-pika). Each keeps one connection for its lifetime, opened on first use
+and closed by ``close()`` or the end of a ``with`` block.
+``cli.<service>.<method>(**payload).call(timeout=...)`` waits for the answer
+(RabbitMQ direct reply-to, see :mod:`tavrida2.calls`); ``.cast()`` sends a
+request nobody answers, confirmed by the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 from tavrida2 import entry_point, exceptions
+from tavrida2.calls import DEFAULT_CALL_TIMEOUT, AsyncCalls, SyncCalls, check_timeout
 from tavrida2.config import ConnectionConfig
 from tavrida2.discovery.base import AbstractDiscovery
-from tavrida2.drivers import create_sync_driver
-from tavrida2.drivers.base import SyncDriver
-from tavrida2.messages import AMQPMessage, new_id
+from tavrida2.drivers import create_async_driver, create_sync_driver
+from tavrida2.drivers.base import AsyncDriver, SyncDriver
+from tavrida2.messages import AMQPMessage
 from tavrida2.postprocessor import PostProcessor
 from tavrida2.proxies import RPCMethodProxy, RPCProxy, RPCServiceProxy
 
 
-class _ClientPublisher:
-    """The postprocessor's publisher for a client: connects on first use."""
+class _ClientBase:
+    """What both clients share: arguments, the proxies, ``cli.<service>``."""
 
-    __slots__ = ("_client",)
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        discovery: AbstractDiscovery,
+        source: str | entry_point.EntryPoint,
+        context: dict[str, Any] | None,
+        headers: dict[str, Any] | None,
+        service: str | None,
+        correlation_id: str,
+        timeout: float,
+    ) -> None:
+        if not isinstance(config, ConnectionConfig):
+            raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
+        if not isinstance(discovery, AbstractDiscovery):
+            raise TypeError(f"discovery must be an AbstractDiscovery, got {discovery!r}")
+        if not source:
+            raise ValueError("a client needs source= (the name its requests come from)")
+        self._source = entry_point.parse(str(source), entry_point.Source)
+        self._config = config
+        self._discovery = discovery
+        self._service = service
+        self._closed = False
+        self._timeout = check_timeout(timeout, DEFAULT_CALL_TIMEOUT)
+        self._postprocessor = PostProcessor(self._publisher(), discovery)
+        self._proxy = RPCProxy(
+            self._postprocessor,
+            self._source,
+            context,
+            correlation_id,
+            headers,
+            wait=True,
+            timeout=self._timeout,
+        )
+        self._services: dict[str, RPCServiceProxy] = {}
+        if service is not None:
+            discovery.get_remote(service)
+
+    def _publisher(self) -> Any:
+        raise NotImplementedError
+
+    def _closed_error(self) -> exceptions.ConnectionClosed:
+        return exceptions.ConnectionClosed(reason=f"the {type(self).__name__} is closed")
+
+    def __getattr__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
+        if item.startswith("_"):
+            raise AttributeError(item)
+        return self[item]
+
+    def __getitem__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
+        """``cli["name"]`` is ``cli.name``, for names that clash with the client's own."""
+        if self._closed:
+            raise self._closed_error()
+        if self._service is not None:
+            return getattr(self._service_proxy(self._service), item)  # type: ignore[no-any-return]
+        return self._service_proxy(item)
+
+    def _service_proxy(self, name: str) -> RPCServiceProxy:
+        proxy = self._services.get(name)
+        if proxy is None:
+            proxy = self._services[name] = self._proxy[name]
+        return proxy
+
+    def add_headers(self, headers: dict[str, Any]) -> None:
+        """Add user headers to every request this client sends."""
+        self._proxy.add_headers(headers)
+
+
+class _SyncTransport:
+    """The sync client's connection, opened on first use; publisher and waiting calls."""
+
+    __slots__ = ("_calls", "_client", "_driver", "_lock")
 
     def __init__(self, client: RPCClient) -> None:
         self._client = client
+        self._driver: SyncDriver | None = None
+        self._calls: SyncCalls | None = None
+        self._lock = threading.Lock()
+
+    def driver(self) -> SyncDriver:
+        driver = self._driver
+        if driver is None:
+            with self._lock:
+                if self._client._closed:
+                    raise self._client._closed_error()
+                if self._driver is None:
+                    driver = create_sync_driver(self._client._config)
+                    driver.connect()
+                    self._calls = SyncCalls(driver)
+                    self._driver = driver
+                driver = self._driver
+        return driver
+
+    def calls(self) -> SyncCalls:
+        if self._calls is None:
+            self.driver()
+        assert self._calls is not None
+        return self._calls
 
     def publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> None:
-        self._client._publish(exchange, routing_key, message, mandatory)
+        self.driver().publish(exchange, routing_key, message, mandatory)
+
+    def request(self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float) -> Any:
+        return self.calls().request(exchange, routing_key, message, timeout)
+
+    def start(self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float) -> Any:
+        return self.calls().start(exchange, routing_key, message, timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.close()
 
 
-class RPCClient:
-    """Sends requests to remote services from a script.
+class RPCClient(_ClientBase):
+    """Calls and casts from a script, blocking (pika; safe to share between threads).
 
-    ``cli.<service>.<method>(**payload).cast()`` sends a request nobody answers;
-    ``.call()`` sends one whose answer goes to the client's ``source`` service
-    (as in Tavrida 1.0: give a ``source`` served by one of your services to
-    handle it there). With ``service=...`` the service is fixed:
-    ``cli.<method>(**payload)``.
+    ``cli.<service>.<method>(**payload).call(timeout=None)`` waits for the
+    answer and returns the ``IncomingResponse`` (``.payload`` is what the
+    handler returned); an Error answer raises ``RemoteError``, no answer in
+    time ``CallTimeout``, a lost connection ``ConnectionClosed`` at once.
+    ``.call_async()`` returns a ``PendingCall`` to wait on later (many in
+    flight); ``.cast()`` sends a request nobody answers. ``timeout`` is the
+    default wait in seconds. With ``service=...`` the service is fixed:
+    ``cli.<method>(**payload)``. ``.call(wait=False)`` keeps Tavrida 1.0's
+    meaning: the answer goes to the ``source`` service's response handler.
 
     Example::
 
         disc = discovery.LocalDiscovery()
         disc.register_remote_service("test_hello", "test_exchange")
         with client.RPCClient(config=conf, discovery=disc, source="client_app") as cli:
-            cli.test_hello.hello(param=123).cast()
+            answer = cli.test_hello.hello(param=123).call(timeout=5)
+            print(answer.payload)
     """
 
     def __init__(
@@ -59,62 +175,21 @@ class RPCClient:
         headers: dict[str, Any] | None = None,
         service: str | None = None,
         correlation_id: str = "",
+        timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
-        if not source:
-            raise ValueError("RPCClient needs source= (the name the requests come from)")
-        self._source = entry_point.parse(str(source), entry_point.Source)
-        self._config = config
-        self._discovery = discovery
-        self._context = context
-        self._headers = headers
-        self._service = service
-        self._correlation_id = correlation_id
-        self._driver: SyncDriver | None = None
-        self._closed = False
-        self._lock = threading.Lock()
-        self._postprocessor = PostProcessor(_ClientPublisher(self), discovery)
-        if service is not None:
-            discovery.get_remote(service)
-
-    def _publish(
-        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
-    ) -> None:
-        with self._lock:
-            if self._closed:
-                raise exceptions.ConnectionClosed(reason="the client is closed")
-            if self._driver is None:
-                driver = create_sync_driver(self._config)
-                driver.connect()
-                self._driver = driver
-            self._driver.publish(exchange, routing_key, message, mandatory)
-
-    def _proxy(self) -> RPCProxy:
-        return RPCProxy(
-            self._postprocessor,
-            self._source,
-            self._context,
-            self._correlation_id or new_id(),
-            self._headers,
+        self._transport = _SyncTransport(self)
+        super().__init__(
+            config, discovery, source, context, headers, service, correlation_id, timeout
         )
+        self._postprocessor.calls = self._transport
 
-    def __getattr__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
-        if item.startswith("_"):
-            raise AttributeError(item)
-        return self[item]
-
-    def __getitem__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
-        """``cli["name"]`` is ``cli.name``, for names that clash with the client's own."""
-        if self._service is not None:
-            return getattr(self._proxy()[self._service], item)  # type: ignore[no-any-return]
-        return self._proxy()[item]
+    def _publisher(self) -> _SyncTransport:
+        return self._transport
 
     def close(self) -> None:
-        """Close the connection; later calls raise ``ConnectionClosed``."""
-        with self._lock:
-            self._closed = True
-            driver, self._driver = self._driver, None
-        if driver is not None:
-            driver.close()
+        """Close the connection; waiting calls end with ``ConnectionClosed``, later ones too."""
+        self._closed = True
+        self._transport.close()
 
     def __enter__(self) -> RPCClient:
         return self
@@ -123,4 +198,121 @@ class RPCClient:
         self.close()
 
 
-__all__ = ["RPCClient"]
+class _AsyncTransport:
+    """The async client's connection and waiting calls, opened on first use."""
+
+    __slots__ = ("_calls", "_client", "_driver", "_opening")
+
+    def __init__(self, client: AsyncRPCClient) -> None:
+        self._client = client
+        self._driver: AsyncDriver | None = None
+        self._calls: AsyncCalls | None = None
+        self._opening: asyncio.Future[None] | None = None
+
+    async def open(self) -> AsyncDriver:
+        if self._driver is not None:
+            return self._driver
+        if self._client._closed:
+            raise self._client._closed_error()
+        if self._opening is not None:
+            await asyncio.shield(self._opening)
+        else:
+            loop = asyncio.get_running_loop()
+            self._opening = opening = loop.create_future()
+            try:
+                driver = create_async_driver(self._client._config)
+                await driver.connect()
+                self._calls = AsyncCalls(driver, loop)
+                self._driver = driver
+                opening.set_result(None)
+            except BaseException as exc:
+                opening.set_exception(exc)
+                opening.exception()
+                raise
+            finally:
+                self._opening = None
+        if self._driver is None:
+            raise self._client._closed_error()
+        return self._driver
+
+    async def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> None:
+        driver = self._driver or await self.open()
+        await driver.publish(exchange, routing_key, message, mandatory)
+
+    async def request(
+        self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
+    ) -> Any:
+        if self._calls is None:
+            await self.open()
+        assert self._calls is not None
+        return await self._calls.call(exchange, routing_key, message, timeout)
+
+    def start(
+        self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
+    ) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self.request(exchange, routing_key, message, timeout))
+
+    async def close(self) -> None:
+        driver, self._driver = self._driver, None
+        calls, self._calls = self._calls, None
+        if calls is not None:
+            calls.fail_all(self._client._closed_error())
+        if driver is not None:
+            await driver.close()
+
+
+class AsyncRPCClient(_ClientBase):
+    """Calls and casts from asyncio code (aio-pika); thousands of calls in flight.
+
+    ``await cli.<service>.<method>(**payload).call(timeout=None)`` returns the
+    ``IncomingResponse`` (or raises ``RemoteError``, ``CallTimeout``,
+    ``ConnectionClosed``); ``await ....cast()`` returns once the broker
+    confirmed the request. Answers are matched by correlation id, so many
+    calls may run at once (``asyncio.gather``) on the one connection.
+
+    Example::
+
+        async with client.AsyncRPCClient(conf, disc, source="client_app") as cli:
+            answer = await cli.test_hello.hello(param=123).call(timeout=5)
+    """
+
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        discovery: AbstractDiscovery,
+        source: str | entry_point.EntryPoint = "",
+        context: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        service: str | None = None,
+        correlation_id: str = "",
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        self._transport = _AsyncTransport(self)
+        super().__init__(
+            config, discovery, source, context, headers, service, correlation_id, timeout
+        )
+        self._postprocessor.calls = self._transport
+
+    def _publisher(self) -> _AsyncTransport:
+        return self._transport
+
+    async def connect(self) -> None:
+        """Open the connection now (else the first call or cast opens it)."""
+        await self._transport.open()
+
+    async def close(self) -> None:
+        """Close the connection; waiting calls end with ``ConnectionClosed``, later ones too."""
+        self._closed = True
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncRPCClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+__all__ = ["AsyncRPCClient", "RPCClient"]

@@ -42,9 +42,15 @@ def _unhandleable(
     """Log a message that cannot be handled and answer its caller if it has one.
 
     ACK when the caller was sent an Error; REJECT when there is no caller to
-    tell or the Error could not be sent.
+    tell or the Error could not be sent. An expired request is only logged
+    and acknowledged: nobody waits for it.
     """
     headers = amqp_message.headers if isinstance(amqp_message.headers, dict) else {}
+    if isinstance(error, exceptions.RequestExpired):
+        log.warning(
+            "not run: %s (its caller stopped waiting); source=%s", error, headers.get("source")
+        )
+        return Disposition.ACK
     log.error(
         "cannot handle message %s (code %s): %s; headers=%s",
         headers.get("message_id", "?"),

@@ -12,7 +12,8 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         │   │   SubscriptionHandlerNotFound (1030)
         │   ├── WrongParameters (1041)            payload does not fit the handler
         │   ├── WrongEntryPointFormat (1006), UnableToDiscover (1007), ...
-        │   └── ValidationError (1044)            payload rejected by a schema
+        │   ├── ValidationError (1044)            payload rejected by a schema
+        │   └── RequestExpired (1047)             its caller gave up before it ran
         ├── BaseNackableException                 may succeed later
         │   └── HandlerFailed (1045)              a cast/notification handler raised
         ├── WrongResponse (1009), IncorrectMessage (1031),
@@ -241,6 +242,13 @@ class HandlerFailed(BaseNackableException):
 class IncompatibleHandler(TavridaError):
     _msg_template = "Handler %(handler)s cannot run on this engine: %(reason)s"
     _service_error_code = 1046
+
+
+class RequestExpired(BaseAckableException):
+    """The caller stopped waiting before the request could run (its ``deadline`` passed)."""
+
+    _msg_template = "Request %(request_id)s to %(destination)s expired %(late_ms)s ms ago"
+    _service_error_code = 1047
 
 
 class ConfigError(TavridaError):

@@ -43,8 +43,11 @@ REQUIRED_HEADERS = (
     "source",
     "destination",
 )
-#: Headers that tavrida2 sets itself; user headers may not override them.
-RESERVED_HEADERS = frozenset((*REQUIRED_HEADERS, "reply_to"))
+#: Epoch milliseconds after which the caller of a request no longer waits.
+DEADLINE_HEADER = "deadline"
+#: Headers that tavrida2 sets itself; user headers may not override them, and
+#: they do not travel on to the messages a handler sends.
+RESERVED_HEADERS = frozenset((*REQUIRED_HEADERS, "reply_to", DEADLINE_HEADER))
 _MESSAGE_TYPES = {t.value: t for t in MessageType}
 
 _AnswerT = TypeVar("_AnswerT", bound="Message")
@@ -329,6 +332,7 @@ def _answer_headers(request: Message) -> dict[str, Any]:
     headers["source"] = request._destination
     headers["destination"] = request._reply_to or request._source
     headers["message_id"] = ""
+    headers.pop(DEADLINE_HEADER, None)
     return headers
 
 
@@ -468,6 +472,7 @@ class IncomingMessageFactory:
 
 
 __all__ = [
+    "DEADLINE_HEADER",
     "REQUIRED_HEADERS",
     "RESERVED_HEADERS",
     "AMQPMessage",

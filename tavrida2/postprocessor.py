@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from tavrida2 import entry_point, exceptions
 from tavrida2.controller import AbstractController
 from tavrida2.discovery.base import AbstractDiscovery
-from tavrida2.messages import AMQPMessage, Message, MessageType
+from tavrida2.messages import AMQPMessage, Message, MessageType, Request
 
 
 class Publisher(Protocol):
@@ -41,12 +41,33 @@ def resolve(message: Message, discovery: AbstractDiscovery) -> tuple[str, str, b
     return discovery.get_remote(destination.service), destination.to_routing_key(), True
 
 
-class PostProcessor(AbstractController):
-    """Sends outgoing messages of one controller (or script) through ``driver``."""
+class Calls(Protocol):
+    """What sends requests whose caller waits: :mod:`tavrida2.calls`."""
 
-    def __init__(self, driver: Publisher, discovery: AbstractDiscovery) -> None:
+    def request(
+        self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
+    ) -> Any: ...
+
+    def start(
+        self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
+    ) -> Any: ...
+
+
+class PostProcessor(AbstractController):
+    """Sends outgoing messages of one controller (or script) through ``driver``.
+
+    ``calls`` (if given) sends the requests whose caller waits for the answer.
+    """
+
+    def __init__(
+        self,
+        driver: Publisher,
+        discovery: AbstractDiscovery,
+        calls: Calls | None = None,
+    ) -> None:
         self._driver = driver
         self._discovery = discovery
+        self.calls = calls
 
     @property
     def driver(self) -> Publisher:
@@ -69,5 +90,21 @@ class PostProcessor(AbstractController):
         amqp_message = AMQPMessage.create_from_message(message_obj)
         return self._driver.publish(exchange, routing_key, amqp_message, mandatory)
 
+    def _waiting(self, request: Request) -> tuple[Calls, str, str, AMQPMessage]:
+        if self.calls is None:
+            raise RuntimeError("this sender cannot wait for answers")
+        exchange, routing_key, _ = resolve(request, self._discovery)
+        return self.calls, exchange, routing_key, AMQPMessage.create_from_message(request)
 
-__all__ = ["PostProcessor", "Publisher", "resolve"]
+    def call(self, request: Request, timeout: float) -> Any:
+        """Send a waiting request (see :mod:`tavrida2.calls`); its answer, or an awaitable of it."""
+        calls, exchange, routing_key, amqp_message = self._waiting(request)
+        return calls.request(exchange, routing_key, amqp_message, timeout)
+
+    def start_call(self, request: Request, timeout: float) -> Any:
+        """Send a waiting request; a handle to wait on later (``result()`` or ``await``)."""
+        calls, exchange, routing_key, amqp_message = self._waiting(request)
+        return calls.start(exchange, routing_key, amqp_message, timeout)
+
+
+__all__ = ["Calls", "PostProcessor", "Publisher", "resolve"]

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from tavrida2 import entry_point, exceptions
 from tavrida2.controller import AbstractController
 from tavrida2.dispatcher import Dispatcher, HandlerInfo
-from tavrida2.messages import AMQPMessage, Error, IncomingRequestCall, Message
+from tavrida2.messages import (
+    DEADLINE_HEADER,
+    AMQPMessage,
+    Error,
+    IncomingRequestCall,
+    Message,
+)
 from tavrida2.postprocessor import PostProcessor
 from tavrida2.proxies import RPCProxy
 from tavrida2.router import Router, RoutingTable
@@ -54,6 +61,9 @@ class PreProcessor(AbstractController):
         message: Any = amqp_message
         for step in self._steps:
             message = step.process(message)
+        deadline = message.headers.get(DEADLINE_HEADER)
+        if deadline is not None:
+            _check_deadline(message, deadline)
         targets = self._table.lookup(message)
         jobs: list[Job] = []
         for index, (controller, info) in enumerate(targets):
@@ -107,6 +117,17 @@ class PreProcessor(AbstractController):
         request.amqp_reply_to = amqp_message.reply_to
         request.amqp_correlation_id = amqp_message.correlation_id
         return self._error_postprocessor.process(Error.create_by_request(request, error))
+
+
+def _check_deadline(message: Message, deadline: Any) -> None:
+    """Refuse a request whose caller stopped waiting (the ``deadline`` header, epoch ms)."""
+    if not isinstance(deadline, int) or isinstance(deadline, bool):
+        raise exceptions.UnsuitableFieldValue(field=DEADLINE_HEADER, value=deadline)
+    late = int(time.time() * 1000) - deadline
+    if late > 0:
+        raise exceptions.RequestExpired(
+            request_id=message.request_id, destination=message._destination, late_ms=late
+        )
 
 
 def _copy(message: Message) -> Message:

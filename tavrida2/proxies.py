@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tavrida2 import entry_point, exceptions
+from tavrida2.calls import DEFAULT_CALL_TIMEOUT, check_timeout, mark_waiting
 from tavrida2.entry_point import EntryPoint
 from tavrida2.messages import RESERVED_HEADERS, Message, Notification, Request
 
@@ -24,9 +25,22 @@ def _user_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class _Origin:
-    """What every level of a proxy shares: where requests come from, and their chain."""
+    """What every level of a proxy shares: where requests come from, and their chain.
 
-    __slots__ = ("context", "correlation_id", "headers", "postprocessor", "source")
+    ``wait`` is what ``call()`` does by default: wait for the answer (a
+    script's client) or send it to the ``rpc_response_method`` of the source
+    (a handler, as in Tavrida 1.0); ``timeout`` the default wait in seconds.
+    """
+
+    __slots__ = (
+        "context",
+        "correlation_id",
+        "headers",
+        "postprocessor",
+        "source",
+        "timeout",
+        "wait",
+    )
 
     def __init__(
         self,
@@ -35,12 +49,16 @@ class _Origin:
         context: dict[str, Any] | None,
         correlation_id: str,
         headers: dict[str, Any] | None,
+        wait: bool = False,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self.postprocessor = postprocessor
         self.source = source
         self.context = context
         self.correlation_id = correlation_id
         self.headers = headers
+        self.wait = wait
+        self.timeout = timeout
 
 
 class RCPCallProxy:
@@ -100,14 +118,49 @@ class RCPCallProxy:
         context: dict[str, Any] | str = "",
         reply_to: EntryPoint | str = "",
         source: EntryPoint | str = "",
+        *,
+        wait: bool | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Send a request whose answer goes to ``reply_to`` (default: the source).
+        """Send a request and get its answer, or have it sent to ``reply_to``.
 
-        The answer reaches that service's ``rpc_response_method`` (or
-        ``rpc_error_method``) for this remote entry point.
+        ``wait=True`` (a client's default) waits at most ``timeout`` seconds
+        and returns the ``IncomingResponse``; an Error answer raises
+        ``RemoteError``, no answer in time ``CallTimeout``. On the async
+        engine and the async client it returns an awaitable instead.
+
+        ``wait=False`` (a handler's default, as in Tavrida 1.0) returns once
+        the request is sent: its answer reaches the ``rpc_response_method``
+        (or ``rpc_error_method``) of ``reply_to`` (default: the source).
         """
+        origin = self._origin
         request = self._make_request(context, correlation_id, reply_to or None, source)
-        return self._origin.postprocessor.process(request)
+        if not (origin.wait if wait is None else wait):
+            return origin.postprocessor.process(request)
+        seconds = check_timeout(timeout, origin.timeout)
+        mark_waiting(request, seconds)
+        return origin.postprocessor.call(request, seconds)
+
+    def call_async(
+        self,
+        correlation_id: str = "",
+        context: dict[str, Any] | str = "",
+        source: EntryPoint | str = "",
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request whose answer is waited for later.
+
+        Returns a handle: on a sync client or engine a ``PendingCall`` whose
+        ``result()`` waits (until ``timeout`` after sending) and returns the
+        ``IncomingResponse``; on the async ones an ``asyncio`` future of it.
+        Many calls can be in flight on one connection.
+        """
+        origin = self._origin
+        seconds = check_timeout(timeout, origin.timeout)
+        request = self._make_request(context, correlation_id, None, source)
+        mark_waiting(request, seconds)
+        return origin.postprocessor.start_call(request, seconds)
 
     def cast(
         self,
@@ -191,7 +244,8 @@ class RPCProxy:
     """Calls remote services and publishes notifications on behalf of a handler or script.
 
     ``proxy.<service>`` fails at once with ``UnableToDiscover`` if discovery does
-    not know the service.
+    not know the service. ``wait`` and ``timeout`` are the defaults of
+    ``call()`` (see :meth:`RCPCallProxy.call`).
     """
 
     def __init__(
@@ -201,8 +255,13 @@ class RPCProxy:
         context: dict[str, Any] | None = None,
         correlation_id: str = "",
         headers: dict[str, Any] | None = None,
+        *,
+        wait: bool = False,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
-        self._origin = _Origin(postprocessor, source, context, correlation_id, headers)
+        self._origin = _Origin(
+            postprocessor, source, context, correlation_id, headers, wait, timeout
+        )
 
     def __getattr__(self, item: str) -> RPCServiceProxy:
         if item.startswith("_"):

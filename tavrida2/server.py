@@ -10,13 +10,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tavrida2 import exceptions
+from tavrida2.calls import AsyncCalls, SyncCalls
 from tavrida2.config import ConnectionConfig
 from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.topology import Topology, server_topology
 from tavrida2.engine import AsyncEngine, AsyncOutbox, SyncEngine
-from tavrida2.postprocessor import PostProcessor, Publisher
+from tavrida2.postprocessor import Calls, PostProcessor, Publisher
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.router import RoutingTable
 from tavrida2.service import ServiceController
@@ -95,9 +96,9 @@ class Server:
         """What this server declares on the broker."""
         return server_topology(self._queue_name, self._exchange_name, self._service_list)
 
-    def _build(self, publisher: Publisher) -> PreProcessor:
+    def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
         self._services = [
-            cls(PostProcessor(publisher, cls.get_discovery())) for cls in self._service_list
+            cls(PostProcessor(publisher, cls.get_discovery(), calls)) for cls in self._service_list
         ]
         fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
         return PreProcessor(
@@ -124,7 +125,7 @@ class Server:
             driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
         for binding in topology.bindings:
             driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
-        engine = SyncEngine(self._build(driver))
+        engine = SyncEngine(self._build(driver, SyncCalls(driver)))
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
         driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
@@ -186,7 +187,8 @@ class Server:
                 await driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
-            engine = AsyncEngine(self._build(AsyncOutbox(driver, loop)), loop)
+            preprocessor = self._build(AsyncOutbox(driver, loop), AsyncCalls(driver, loop))
+            engine = AsyncEngine(preprocessor, loop)
             await driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
             log.info(
                 "server %s: consuming %s (%s, async engine)",
@@ -205,12 +207,8 @@ class Server:
     async def _wait_for_stop(self, driver: AsyncDriver) -> None:
         """Until :meth:`stop`; raise ``ConnectionFailed`` if the driver gave up reconnecting."""
         assert self._stop_event is not None
-        gave_up = getattr(driver, "wait_gave_up", None)  # RabbitMQ drivers only
-        if gave_up is None:
-            await self._stop_event.wait()
-            return
         stopped = asyncio.ensure_future(self._stop_event.wait())
-        failed = asyncio.ensure_future(gave_up())
+        failed = asyncio.ensure_future(driver.wait_gave_up())
         try:
             done, _ = await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -3,7 +3,11 @@
 aio-pika gives the connection and channels; the hot path (publish, ack,
 consume) talks to their aiormq channel directly, with no per-message aio-pika
 objects. A consumer channel (prefetch, manual acks; direct replies to waiting
-callers go out on it unconfirmed) and a publisher channel with confirms.
+callers go out on it unconfirmed), a publisher channel with confirms, and
+once :meth:`AioDriver.consume_replies` was called a call channel (confirms):
+requests whose caller waits go out on it and their answers come back to it by
+direct reply-to. Messages to or from a waiting caller (they carry the AMQP
+``correlation_id``) are transient; everything else is persistent.
 
 Each delivery runs in a task of its own (aiormq starts one), so up to
 ``prefetch_count`` handlers run at once. The driver remembers its topology and
@@ -35,7 +39,14 @@ from pamqp.exceptions import AMQPInternalError
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.base import AsyncDeliveryCallback, AsyncDriver, Disposition
+from tavrida2.drivers.base import (
+    DIRECT_REPLY_TO,
+    AsyncDeliveryCallback,
+    AsyncDriver,
+    Disposition,
+    ReplyCallback,
+    ReplyFailureCallback,
+)
 from tavrida2.drivers.errors import from_channel_close, is_auth_error
 from tavrida2.messages import AMQPMessage
 
@@ -48,7 +59,7 @@ _CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
 )
-_DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
+_DIRECT_REPLY_PREFIX = DIRECT_REPLY_TO
 _Props = aiormq.spec.Basic.Properties
 
 
@@ -148,6 +159,9 @@ class AioDriver(AsyncDriver):
         self._stopped_consuming = False
         self._consumer_tags: dict[str, tuple[str, AsyncDeliveryCallback, int]] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._call: Any = None  # aiormq channel of waiting callers
+        self._on_reply: ReplyCallback | None = None
+        self._on_reply_failure: ReplyFailureCallback | None = None
 
     # -- connection ----------------------------------------------------------
 
@@ -207,6 +221,8 @@ class AioDriver(AsyncDriver):
             if not self._stopped_consuming:
                 for queue, callback, prefetch in self._consumers:
                     await self._subscribe(queue, callback, prefetch)
+            if self._on_reply is not None:
+                await self._open_call_channel()
         except BaseException:
             await self._drop_connection()
             raise
@@ -216,6 +232,7 @@ class AioDriver(AsyncDriver):
         connection, self._connection = self._connection, None
         self._consume = self._publish = None
         self._wrappers = []
+        self._lose_call_channel("the connection was lost")
         if connection is not None:
             connection.close_callbacks.discard(self._on_connection_closed)
             with contextlib.suppress(Exception):
@@ -224,6 +241,7 @@ class AioDriver(AsyncDriver):
                 connection.tracked.close()
 
     def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
+        self._lose_call_channel(f"the connection was lost ({exc})")
         if self._closing or self._reconnecting is not None:
             return
         log.warning("connection to %s lost (%s); reconnecting", self._target, exc)
@@ -341,19 +359,26 @@ class AioDriver(AsyncDriver):
         body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
         properties = _Props(
             content_type="application/json",
-            delivery_mode=2,
+            delivery_mode=1 if message.correlation_id else 2,
             headers=message.headers,
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,
             expiration=message.expiration,
+            # aiormq makes up a random message_id for each message that has none
+            message_id=message.headers.get("message_id") or None,
         )
-        if not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
+        channel = self._publish
+        if message.reply_to == DIRECT_REPLY_TO:
+            channel = self._call
+            if channel is None:
+                raise RuntimeError("a request for a waiting caller needs consume_replies() first")
+        elif not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
             await self._consume.basic_publish(
                 body, exchange="", routing_key=routing_key, properties=properties
             )
             return
         try:
-            confirmation = await self._publish.basic_publish(
+            confirmation = await channel.basic_publish(
                 body,
                 exchange=exchange,
                 routing_key=routing_key,
@@ -366,14 +391,51 @@ class AioDriver(AsyncDriver):
         except aex.DeliveryError:
             raise exceptions.PublishNacked(exchange=exchange, routing_key=routing_key) from None
         except aex.ChannelClosed as exc:
-            await self._reopen_publish_channel()
-            raise _map_channel_error(exc, exchange) from None
+            error = _map_channel_error(exc, exchange)
+            if channel is self._call:
+                self._lose_call_channel(str(error))
+                await self._open_call_channel()
+            else:
+                await self._reopen_publish_channel()
+            raise error from None
         except asyncio.TimeoutError:
             raise exceptions.PublishTimeout(
                 exchange=exchange, timeout=self.config.publish_timeout
             ) from None
         if not isinstance(confirmation, Basic.Ack):
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key)
+
+    # -- waiting callers (direct reply-to) -----------------------------------
+
+    async def consume_replies(
+        self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback
+    ) -> None:
+        self._on_reply, self._on_reply_failure = on_reply, on_failure
+        await self._ensure_connected()
+        if self._call is None:
+            await self._open_call_channel()
+
+    async def _open_call_channel(self) -> None:
+        wrapper = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._wrappers.append(wrapper)
+        channel = await wrapper.get_underlay_channel()
+        on_reply = self._on_reply
+        assert on_reply is not None
+
+        async def on_answer(delivered: Any) -> None:
+            props = delivered.header.properties
+            on_reply(AMQPMessage(delivered.body, props.headers or {}, None, props.correlation_id))
+
+        await channel.basic_consume(DIRECT_REPLY_TO, on_answer, no_ack=True)
+        self._call = channel
+
+    def _lose_call_channel(self, reason: str) -> None:
+        """The answers of waiting callers can no longer arrive: tell them at once."""
+        if self._call is None:
+            return
+        self._call = None
+        if self._on_reply_failure is not None:
+            self._on_reply_failure(None, exceptions.ConnectionClosed(reason=reason))
 
     # -- consuming -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ raises (``UnroutableMessage`` for a mandatory message no queue takes,
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +32,16 @@ class Disposition(enum.Enum):
 
 DeliveryCallback = Callable[[AMQPMessage], Disposition]
 AsyncDeliveryCallback = Callable[[AMQPMessage], Awaitable[Disposition]]
+
+#: RabbitMQ direct reply-to: the ``reply_to`` property of a request whose
+#: caller waits for the answer on the channel it published the request on.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+#: Called with each answer that reached this driver's direct reply-to consumer.
+ReplyCallback = Callable[[AMQPMessage], None]
+#: Called when waiting callers cannot get their answer: ``(correlation_id,
+#: error)`` for one returned (unroutable) request, ``(None, error)`` for all of
+#: them when the channel that receives the answers is gone.
+ReplyFailureCallback = Callable[[str | None, Exception], None]
 
 
 class SyncDriver(abc.ABC):
@@ -78,6 +89,25 @@ class SyncDriver(abc.ABC):
     def send_heartbeat(self) -> None:  # noqa: B027  -- optional; memory has no heartbeats
         """Service the connection during a long handler (heartbeats)."""
 
+    @abc.abstractmethod
+    def consume_replies(self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback) -> None:
+        """Receive the answers to requests published with ``reply_to=DIRECT_REPLY_TO``.
+
+        Such requests are published unconfirmed and mandatory on the channel
+        that consumes the answers: the answer confirms them, and a returned
+        request is reported to ``on_failure`` at once. Callbacks run in the
+        thread that services the connection (:meth:`wait` or :meth:`run`).
+        """
+
+    @abc.abstractmethod
+    def wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Service the connection until ``done()`` is true or ``timeout`` seconds passed.
+
+        Safe to call from several threads: one services the connection while
+        the others wait for it. Raises ``ConnectionClosed`` if the connection
+        is lost (after telling ``on_failure``).
+        """
+
 
 class AsyncDriver(abc.ABC):
     """asyncio driver (one connection, reused for every message)."""
@@ -119,11 +149,29 @@ class AsyncDriver(abc.ABC):
     async def stop_consuming(self) -> None:
         """Stop taking deliveries and wait for the ones in progress to be settled."""
 
+    @abc.abstractmethod
+    async def consume_replies(
+        self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback
+    ) -> None:
+        """As :meth:`SyncDriver.consume_replies`; callbacks run in the event loop."""
+
+    async def wait_gave_up(self) -> Exception:
+        """Return once the connection is lost for good (reconnecting gave up).
+
+        A consuming server waits on this to stop with the error; a driver
+        that cannot lose its connection never returns.
+        """
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
 
 __all__ = [
+    "DIRECT_REPLY_TO",
     "AsyncDeliveryCallback",
     "AsyncDriver",
     "DeliveryCallback",
     "Disposition",
+    "ReplyCallback",
+    "ReplyFailureCallback",
     "SyncDriver",
 ]

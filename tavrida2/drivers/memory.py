@@ -12,6 +12,10 @@ Several servers and clients in one process talk through one broker, each
 server in a thread (:meth:`MemoryDriver.run`) or an event loop
 (:class:`AsyncMemoryDriver`); single-threaded tests can call
 :meth:`MemoryBroker.run_until_idle` to deliver everything to sync consumers.
+Direct reply-to works as on RabbitMQ: a driver that consumes replies gets a
+queue ``amq.rabbitmq.reply-to.<id>`` of its own, written into the ``reply_to``
+property of the requests it publishes; a sync driver waiting for an answer
+delivers to the other sync drivers that no thread runs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,10 +37,13 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import (
+    DIRECT_REPLY_TO,
     AsyncDeliveryCallback,
     AsyncDriver,
     DeliveryCallback,
     Disposition,
+    ReplyCallback,
+    ReplyFailureCallback,
     SyncDriver,
 )
 from tavrida2.drivers.routing import matches
@@ -443,15 +451,21 @@ class MemoryBroker:
         headers["x-death"] = deaths
         self.publish(exchange, routing_key, message.body, headers, message.properties)
 
-    def run_until_idle(self, max_deliveries: int = 100_000) -> int:
-        """Deliver to every sync consumer until nothing is left; returns the count delivered."""
+    def run_until_idle(
+        self, max_deliveries: int = 100_000, skip: MemoryDriver | None = None
+    ) -> int:
+        """Deliver to every sync consumer until nothing is left; returns the count delivered.
+
+        Drivers that a thread runs (:meth:`MemoryDriver.run`), that are
+        delivering already, and ``skip`` are left to themselves.
+        """
         delivered = 0
         while delivered < max_deliveries:
             progressed = False
             with self._lock:
                 drivers = {c.owner for q in self._queues.values() for c in q.consumers}
             for owner in drivers:
-                if isinstance(owner, MemoryDriver):
+                if isinstance(owner, MemoryDriver) and owner is not skip and not owner.busy:
                     count = owner.deliver_pending()
                     delivered += count
                     progressed = progressed or count > 0
@@ -467,6 +481,27 @@ class _MemoryConnection:
         self.config = config or ConnectionConfig.from_url("memory://")
         self.broker = MemoryBroker.get(self.config.memory_broker)
         self.connected = False
+        self.reply_queue: str | None = None
+        self._on_reply: ReplyCallback | None = None
+
+    def _declare_reply_queue(self, on_reply: ReplyCallback) -> str:
+        broker = self._require_connection()
+        if self.reply_queue is None:
+            name = f"{DIRECT_REPLY_TO}.{uuid.uuid4().hex}"
+            broker.declare_queue(name, durable=False)
+            self.reply_queue = name
+        self._on_reply = on_reply
+        return self.reply_queue
+
+    def _deliver_reply(self, message: AMQPMessage) -> Disposition:
+        if self._on_reply is not None:
+            self._on_reply(message)
+        return Disposition.ACK
+
+    def _delete_reply_queue(self) -> None:
+        name, self.reply_queue = self.reply_queue, None
+        if name is not None:
+            self.broker.delete_queue(name)
 
     def _require_connection(self) -> MemoryBroker:
         if not self.connected:
@@ -477,8 +512,15 @@ class _MemoryConnection:
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool
     ) -> None:
         body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
-        properties = {"content_type": "application/json", "delivery_mode": 2}
-        if message.reply_to:
+        properties = {
+            "content_type": "application/json",
+            "delivery_mode": 1 if message.correlation_id else 2,
+        }
+        if message.reply_to == DIRECT_REPLY_TO:
+            if self.reply_queue is None:
+                raise RuntimeError("a request for a waiting caller needs consume_replies() first")
+            properties["reply_to"] = self.reply_queue
+        elif message.reply_to:
             properties["reply_to"] = message.reply_to
         if message.correlation_id:
             properties["correlation_id"] = message.correlation_id
@@ -497,6 +539,9 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
         self._consumers: list[tuple[_Consumer, DeliveryCallback]] = []
         self._callbacks: dict[int, DeliveryCallback] = {}
         self._stopping = threading.Event()
+        self._reply_consumer: _Consumer | None = None
+        #: A thread runs this driver, or it is delivering: nobody else may deliver for it.
+        self.busy = False
 
     def connect(self) -> None:
         self.connected = True
@@ -507,6 +552,10 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
         for consumer, _ in self._consumers:
             self.broker.cancel_consumer(consumer)
         self._consumers.clear()
+        if self._reply_consumer is not None:
+            self.broker.cancel_consumer(self._reply_consumer)
+            self._reply_consumer = None
+        self._delete_reply_queue()
         self.connected = False
 
     def declare_exchange(
@@ -544,17 +593,51 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
     def deliver_pending(self) -> int:
         """Deliver what is waiting for this driver's consumers now (no blocking)."""
         count = 0
-        for consumer, _ in list(self._consumers):
-            while (delivery := self.broker.next_delivery(consumer)) is not None:
-                self._handle(delivery)
-                count += 1
+        self.busy = True
+        try:
+            for consumer, _ in list(self._consumers):
+                while (delivery := self.broker.next_delivery(consumer)) is not None:
+                    self._handle(delivery)
+                    count += 1
+        finally:
+            self.busy = False
         return count
 
     def run(self) -> None:
         self._require_connection()
         consumers = [c for c, _ in self._consumers]
-        while not self._stopping.is_set():
-            delivery = self.broker.wait_for_delivery(consumers, self._stopping.is_set)
+        self.busy = True
+        try:
+            while not self._stopping.is_set():
+                delivery = self.broker.wait_for_delivery(consumers, self._stopping.is_set)
+                if delivery is not None:
+                    self._handle(delivery)
+        finally:
+            self.busy = False
+
+    def consume_replies(self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback) -> None:
+        queue = self._declare_reply_queue(on_reply)
+        if self._reply_consumer is None:
+            self._reply_consumer = self.broker.add_consumer(queue, self)
+            self._callbacks[id(self._reply_consumer)] = self._deliver_reply
+
+    def wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Deliver answers (and, for them, requests to sync drivers no thread runs)."""
+        consumer = self._reply_consumer
+        if consumer is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not done():
+            delivery = self.broker.next_delivery(consumer)
+            if delivery is not None:
+                self._handle(delivery)
+                continue
+            if self.broker.run_until_idle(skip=self):
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            delivery = self.broker.wait_for_delivery([consumer], done, min(remaining, 0.05))
             if delivery is not None:
                 self._handle(delivery)
 
@@ -578,7 +661,21 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
 
     async def close(self) -> None:
         await self.stop_consuming()
+        self._delete_reply_queue()
         self.connected = False
+
+    async def consume_replies(
+        self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback
+    ) -> None:
+        if self.reply_queue is not None:
+            self._on_reply = on_reply
+            return
+        queue = self._declare_reply_queue(on_reply)
+
+        async def deliver(message: AMQPMessage) -> Disposition:
+            return self._deliver_reply(message)
+
+        await self.consume(queue, deliver)
 
     async def declare_exchange(
         self, name: str, exchange_type: str = "topic", durable: bool = True

@@ -1,9 +1,15 @@
 """Sync driver on pika's BlockingConnection (``async_engine=False``).
 
-One connection, three uses: a consumer channel (prefetch, manual acks; direct
+One connection, four uses: a consumer channel (prefetch, manual acks; direct
 replies to waiting callers go out on it, unconfirmed, as a reply is its own
 confirmation), a publisher channel in confirm mode (everything else, mandatory
-where the pipeline asks), and heartbeats.
+where the pipeline asks), a call channel once :meth:`PikaDriver.consume_replies`
+was called (requests whose caller waits go out on it and their answers come
+back to it by direct reply-to), and heartbeats.
+
+Messages to or from a waiting caller (they carry the AMQP ``correlation_id``)
+are transient: the caller gives up after its timeout and an answer cannot
+outlive the caller's channel. Everything else is persistent.
 
 Deliveries are collected by pika's callback into an inbox and handled by
 :meth:`PikaDriver.run` between calls into pika, so a handler may publish on
@@ -37,7 +43,14 @@ import tenacity
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.base import DeliveryCallback, Disposition, SyncDriver
+from tavrida2.drivers.base import (
+    DIRECT_REPLY_TO,
+    DeliveryCallback,
+    Disposition,
+    ReplyCallback,
+    ReplyFailureCallback,
+    SyncDriver,
+)
 from tavrida2.drivers.errors import from_channel_close, is_auth_error
 from tavrida2.messages import AMQPMessage
 
@@ -51,7 +64,7 @@ _CONNECTION_ERRORS = (
     pex.ConnectionWrongStateError,
     OSError,
 )
-_DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to"
+_DIRECT_REPLY_PREFIX = DIRECT_REPLY_TO
 
 # generation, consumer index, delivery tag, redelivered, properties, body
 Inbox = tuple[int, int, int, bool, Any, bytes]
@@ -60,6 +73,10 @@ Inbox = tuple[int, int, int, bool, Any, bytes]
 def _describe(exc: BaseException | None) -> str:
     """``str(exc)``, or its repr where that is empty (pika's AMQPConnectionError)."""
     return (str(exc) or repr(exc)) if exc is not None else "?"
+
+
+def _nothing() -> None:
+    """Wakes a thread blocked in ``process_data_events`` (a thread-safe callback)."""
 
 
 class PikaDriver(SyncDriver):
@@ -84,6 +101,14 @@ class PikaDriver(SyncDriver):
         self._resubscribe = False
         self._pump: threading.Thread | None = None
         self._pump_stop = threading.Event()
+        self._call_channel: Any = None
+        self._on_reply: ReplyCallback | None = None
+        self._on_reply_failure: ReplyFailureCallback | None = None
+        # Threads taking turns on the connection (see wait()): a counter of
+        # services done, and how many threads queue for the lock to publish.
+        self._turns = threading.Condition(threading.Lock())
+        self._serviced = 0
+        self._queued = 0
 
     # -- connection ----------------------------------------------------------
 
@@ -136,6 +161,8 @@ class PikaDriver(SyncDriver):
                 self._inbox.clear()
                 for index, (queue, _, prefetch) in enumerate(self._consumers):
                     self._subscribe(index, queue, prefetch)
+                if self._on_reply is not None:
+                    self._open_call_channel()
             except BaseException:
                 self._drop_connection()
                 raise
@@ -143,6 +170,11 @@ class PikaDriver(SyncDriver):
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = None
+        if self._call_channel is not None:
+            self._call_channel = None
+            self._fail_waiting_callers(
+                exceptions.ConnectionClosed(reason=f"the connection to {self._target} was lost")
+            )
         if connection is not None and connection.is_open:
             with contextlib.suppress(Exception):  # it is being thrown away
                 connection.close()
@@ -219,7 +251,8 @@ class PikaDriver(SyncDriver):
         """Run ``action`` under the lock, reconnecting once if the connection is gone."""
         if self._closed:
             raise exceptions.ConnectionClosed(reason="the driver is closed")
-        with self._lock:
+        queued = self._take_lock()
+        try:
             if self._connection is None or not self._connection.is_open:
                 self._reconnect_within(self.config.publish_timeout, "not connected")
             try:
@@ -227,6 +260,25 @@ class PikaDriver(SyncDriver):
             except _CONNECTION_ERRORS as exc:
                 self._reconnect_within(self.config.publish_timeout, exc)
                 return action()
+        finally:
+            self._lock.release()
+            if queued:
+                with self._turns:
+                    self._queued -= 1
+                    self._turns.notify_all()
+
+    def _take_lock(self) -> bool:
+        """Take the connection's lock; wake a thread blocked servicing it. True if queued."""
+        if self._lock.acquire(blocking=False):
+            return False
+        with self._turns:
+            self._queued += 1
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(Exception):  # closed: the holder wakes up by itself
+                connection.add_callback_threadsafe(_nothing)
+        self._lock.acquire()
+        return True
 
     def _reconnect_within(self, seconds: float, reason: object) -> None:
         log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
@@ -239,13 +291,18 @@ class PikaDriver(SyncDriver):
     ) -> None:
         properties = pika.BasicProperties(
             content_type="application/json",
-            delivery_mode=2,
+            delivery_mode=1 if message.correlation_id else 2,
             headers=message.headers,
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,
             expiration=message.expiration,
         )
         body = message.body
+        if message.reply_to == DIRECT_REPLY_TO:
+            self._with_connection(
+                lambda: self._publish_request(exchange, routing_key, body, properties, mandatory)
+            )
+            return
         if not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
             self._with_connection(
                 lambda: self._consume_channel.basic_publish("", routing_key, body, properties)
@@ -269,6 +326,94 @@ class PikaDriver(SyncDriver):
                 raise from_channel_close(exc.reply_code, exc.reply_text, exchange) from None
 
         self._with_connection(send)
+
+    # -- waiting callers (direct reply-to) -----------------------------------
+
+    def consume_replies(self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback) -> None:
+        self._on_reply, self._on_reply_failure = on_reply, on_failure
+        self._with_connection(self._open_call_channel)
+
+    def _open_call_channel(self) -> None:
+        channel = self._connection.channel()
+        channel.add_on_return_callback(self._on_returned)
+        channel.basic_consume(DIRECT_REPLY_TO, self._on_answer, auto_ack=True)
+        self._call_channel = channel
+
+    def _on_answer(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        assert self._on_reply is not None
+        self._on_reply(AMQPMessage(body, props.headers or {}, props.reply_to, props.correlation_id))
+
+    def _on_returned(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        if self._on_reply_failure is not None:
+            error = exceptions.UnroutableMessage(
+                exchange=method.exchange, routing_key=method.routing_key
+            )
+            self._on_reply_failure(props.correlation_id, error)
+
+    def _fail_waiting_callers(self, error: Exception) -> None:
+        if self._on_reply_failure is not None:
+            self._on_reply_failure(None, error)
+
+    def _publish_request(
+        self, exchange: str, routing_key: str, body: Any, properties: Any, mandatory: bool
+    ) -> None:
+        if self._call_channel is None:
+            raise RuntimeError("a request for a waiting caller needs consume_replies() first")
+        self._check_call_channel()
+        self._call_channel.basic_publish(exchange, routing_key, body, properties, mandatory)
+
+    def _check_call_channel(self) -> None:
+        """If the broker closed the call channel (a request to a missing exchange), say so."""
+        channel = self._call_channel
+        if channel is None or channel.is_open:
+            return
+        reason = getattr(channel, "_closing_reason", None)
+        code = getattr(reason, "reply_code", 0)
+        text = getattr(reason, "reply_text", str(reason))
+        self._open_call_channel()
+        self._fail_waiting_callers(from_channel_close(int(code), str(text), "request"))
+
+    def wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Service the connection until ``done()`` or ``timeout`` (see the base class).
+
+        Threads take turns: the one that gets the lock services the connection
+        (answers for every thread are dispatched by it); the others sleep until
+        a turn ended. A thread that needs the lock to publish wakes the one
+        servicing, which then steps aside.
+        """
+        deadline = time.monotonic() + timeout
+        turns = self._turns
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            seen = self._serviced
+            if not self._queued and self._lock.acquire(blocking=False):
+                try:
+                    if not done():
+                        self._service(remaining)
+                finally:
+                    self._lock.release()
+                    with turns:
+                        self._serviced += 1
+                        turns.notify_all()
+                continue
+            with turns:
+                if self._serviced == seen and not done():
+                    turns.wait(min(remaining, 0.05))
+
+    def _service(self, seconds: float) -> None:
+        if self._closed:
+            raise exceptions.ConnectionClosed(reason="the driver is closed")
+        if not self._is_open():
+            self._reconnect_within(self.config.publish_timeout, "not connected")
+        try:
+            self._connection.process_data_events(time_limit=min(seconds, 1.0))
+        except _CONNECTION_ERRORS as exc:
+            reason = f"the connection to {self._target} was lost ({_describe(exc)})"
+            self._drop_connection()
+            raise exceptions.ConnectionClosed(reason=reason) from None
+        self._check_call_channel()
 
     # -- consuming -----------------------------------------------------------
 

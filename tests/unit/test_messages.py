@@ -105,7 +105,7 @@ def test_incoming_request_properties_are_the_documented_headers() -> None:
     disc = discovery.LocalDiscovery()
     disc.register_remote_service("test_world", "test_world_exchange")
     with client.RPCClient(config=CONF, discovery=disc, source="test_hello.hello") as cli:
-        cli.test_world.world(param=12345).call(correlation_id="corr-1")
+        cli.test_world.world(param=12345).call(correlation_id="corr-1", wait=False)
     assert broker.run_until_idle() == 1
 
     [got] = seen
