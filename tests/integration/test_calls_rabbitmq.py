@@ -1,0 +1,485 @@
+"""Calls that wait for their answer, on the real RabbitMQ: both clients, both engines.
+
+``RPCClient`` (pika) and ``AsyncRPCClient`` (aio-pika) against a server on the
+sync and on the async engine: the answer, ``RemoteError`` fields,
+``CallTimeout`` against a slow handler, an unknown method failing fast, 1,000
+concurrent async calls, the sync client shared by 8 threads, an expired
+request not run, a connection lost with calls pending, ``call(wait=True)``
+inside handlers, and the client's bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pika
+import pytest
+
+from tavrida2 import client, discovery, dispatcher, exceptions, messages, server, service
+from tests.integration.conftest import (
+    ENGINES,
+    Names,
+    Recorder,
+    Servers,
+    amqp_config,
+    close_connection,
+    connection_pids,
+    queue_info,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
+
+
+@dispatcher.rpc_service("calc")
+class Calc(service.ServiceController):
+    rec: ClassVar[Recorder] = Recorder()
+
+    @dispatcher.rpc_method(service="calc", method="add")
+    def add(self, request, proxy, x, y):
+        return {"sum": x + y}
+
+    @dispatcher.rpc_method(service="calc", method="fail")
+    def fail(self, request, proxy, reason):
+        raise KeyError(reason)
+
+    @dispatcher.rpc_method(service="calc", method="slow")
+    def slow(self, request, proxy, seconds, label="slow"):
+        self.rec.add(label, request.headers.get("deadline"))
+        time.sleep(seconds)
+        return {"slept": seconds}
+
+
+@dispatcher.rpc_service("front")
+class Front(service.ServiceController):
+    """Calls ``calc`` inline from its handlers (``call(wait=True)``)."""
+
+    @dispatcher.rpc_method(service="front", method="twice")
+    def twice(self, request, proxy, x):
+        first = proxy.calc.add(x=x, y=x).call(wait=True, timeout=10)
+        second = proxy.calc.add(x=first.payload["sum"], y=0).call(wait=True, timeout=10)
+        return {"result": second.payload["sum"], "deadline_sent": "deadline" in second.headers}
+
+    @dispatcher.rpc_method(service="front", method="relay_error")
+    def relay_error(self, request, proxy):
+        try:
+            proxy.calc.fail(reason="inner").call(wait=True, timeout=10)
+        except exceptions.RemoteError as exc:
+            return {"class": exc.remote_class, "code": exc.code}
+        return {}
+
+
+@dispatcher.rpc_service("front")
+class AsyncFront(service.ServiceController):
+    """As ``Front`` with ``async def`` handlers (async engine only)."""
+
+    @dispatcher.rpc_method(service="front", method="twice")
+    async def twice(self, request, proxy, x):
+        first = await proxy.calc.add(x=x, y=x).call(wait=True, timeout=10)
+        second = await proxy.calc.add(x=first.payload["sum"], y=0).call(wait=True, timeout=10)
+        return {"result": second.payload["sum"], "deadline_sent": "deadline" in second.headers}
+
+    @dispatcher.rpc_method(service="front", method="relay_error")
+    async def relay_error(self, request, proxy):
+        try:
+            await proxy.calc.fail(reason="inner").call(wait=True, timeout=10)
+        except exceptions.RemoteError as exc:
+            return {"class": exc.remote_class, "code": exc.code}
+        return {}
+
+
+class Setup:
+    """A calc server (and optionally a front server) on one engine, and clients for them."""
+
+    def __init__(self, names: Names, servers: Servers) -> None:
+        self.names = names
+        self.servers = servers
+        self.calc_ex = names.exchange("calc")
+        self.front_ex = names.exchange("front")
+        self.disc = discovery.LocalDiscovery()
+        self.disc.register_remote_service("calc", self.calc_ex)
+        self.disc.register_remote_service("front", self.front_ex)
+        self.client_name = names.connection("client")
+
+    def start_calc(self, engine: bool, **config: Any) -> server.Server:
+        Calc.set_discovery(self.disc)
+        conf = amqp_config(engine, self.names.connection("calc"), **config)
+        srv = server.Server(conf, self.names.queue("calc"), self.calc_ex, [Calc])
+        self.servers.start(srv)
+        return srv
+
+    def start_front(self, engine: bool, controller: type[service.ServiceController]) -> None:
+        controller.set_discovery(self.disc)
+        conf = amqp_config(engine, self.names.connection("front"))
+        self.servers.start(
+            server.Server(conf, self.names.queue("front"), self.front_ex, [controller])
+        )
+
+    def client(self, **kwargs: Any) -> client.RPCClient:
+        conf = amqp_config(False, self.client_name)
+        return client.RPCClient(conf, self.disc, source="script", **kwargs)
+
+    def async_client(self, **kwargs: Any) -> client.AsyncRPCClient:
+        conf = amqp_config(True, self.client_name)
+        return client.AsyncRPCClient(conf, self.disc, source="script", **kwargs)
+
+
+@pytest.fixture
+def setup(names: Names, servers: Servers) -> Iterator[Setup]:
+    Calc.rec = Recorder()
+    yield Setup(names, servers)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _queued(queue: str) -> int:
+    info = queue_info(queue)
+    assert info is not None
+    return int(info["messages_ready"]) + int(info["messages_unacknowledged"])
+
+
+# -- the answer, errors, timeouts ------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sync_client_gets_the_answer_and_remote_errors(engine: bool, setup: Setup) -> None:
+    setup.start_calc(engine)
+    with setup.client() as cli:
+        answer = cli.calc.add(x=2, y=3).call(timeout=10)
+        assert isinstance(answer, messages.IncomingResponse)
+        assert answer.payload == {"sum": 5}
+        assert answer.headers["source"] == "calc.add"
+        assert answer.headers["destination"] == "script"
+        assert "deadline" not in answer.headers
+        with pytest.raises(exceptions.RemoteError) as raised:
+            cli.calc.fail(reason="nope").call(timeout=10)
+    assert raised.value.remote_class == "KeyError"
+    assert raised.value.remote_message == "'nope'"
+    assert raised.value.code == exceptions.UNKNOWN_ERROR
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_async_client_gets_the_answer_and_remote_errors(engine: bool, setup: Setup) -> None:
+    setup.start_calc(engine)
+
+    async def scenario() -> tuple[Any, exceptions.RemoteError]:
+        async with setup.async_client() as cli:
+            answer = await cli.calc.add(x=2, y=3).call(timeout=10)
+            with pytest.raises(exceptions.RemoteError) as raised:
+                await cli.calc.fail(reason="nope").call(timeout=10)
+            return answer, raised.value
+
+    answer, error = run(scenario())
+    assert answer.payload == {"sum": 5}
+    assert (error.remote_class, error.remote_message) == ("KeyError", "'nope'")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unknown_method_fails_fast_with_handler_not_found(engine: bool, setup: Setup) -> None:
+    setup.start_calc(engine)
+    with setup.client() as cli:
+        started = time.monotonic()
+        with pytest.raises(exceptions.RemoteError) as raised:
+            cli.calc.nope().call(timeout=20)
+        assert time.monotonic() - started < 5
+    assert raised.value.code == exceptions.HandlerNotFound._service_error_code
+
+    async def scenario() -> exceptions.RemoteError:
+        async with setup.async_client() as cli:
+            with pytest.raises(exceptions.RemoteError) as raised:
+                await cli.calc.nope().call(timeout=20)
+            return raised.value
+
+    started = time.monotonic()
+    assert run(scenario()).code == exceptions.HandlerNotFound._service_error_code
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_call_timeout_within_timeout_plus_half_a_second(engine: bool, setup: Setup) -> None:
+    setup.start_calc(engine)
+    with setup.client() as cli:
+        started = time.monotonic()
+        with pytest.raises(exceptions.CallTimeout) as raised:
+            cli.calc.slow(seconds=2.0).call(timeout=0.5)
+        elapsed = time.monotonic() - started
+    assert isinstance(raised.value, TimeoutError)
+    assert 0.5 <= elapsed < 1.0, elapsed
+
+    async def scenario() -> float:
+        async with setup.async_client() as cli:
+            started = time.monotonic()
+            with pytest.raises(exceptions.CallTimeout):
+                await cli.calc.slow(seconds=2.0).call(timeout=0.5)
+            return time.monotonic() - started
+
+    elapsed = run(scenario())
+    assert 0.5 <= elapsed < 1.0, elapsed
+
+
+def test_default_timeout_is_the_clients(setup: Setup) -> None:
+    setup.start_calc(False)
+    with setup.client(timeout=0.4) as cli:
+        started = time.monotonic()
+        with pytest.raises(exceptions.CallTimeout):
+            cli.calc.slow(seconds=1.5).call()
+        assert 0.4 <= time.monotonic() - started < 0.9
+
+
+# -- many calls ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_thousand_concurrent_async_calls_all_answered(engine: bool, setup: Setup) -> None:
+    setup.start_calc(engine)
+
+    async def scenario() -> list[Any]:
+        async with setup.async_client() as cli:
+            return await asyncio.gather(
+                *(cli.calc.add(x=i, y=1000).call(timeout=30) for i in range(1000))
+            )
+
+    answers = run(scenario())
+    assert [a.payload["sum"] for a in answers] == [i + 1000 for i in range(1000)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sync_client_shared_by_eight_threads(engine: bool, setup: Setup) -> None:
+    setup.start_calc(engine)
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    with setup.client() as cli:
+
+        def worker(n: int) -> None:
+            try:
+                results[n] = [
+                    cli.calc.add(x=n * 1000, y=i).call(timeout=20).payload["sum"]
+                    for i in range(150)
+                ]
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert not errors
+    assert results == {n: [n * 1000 + i for i in range(150)] for n in range(8)}
+
+
+def test_call_async_handles_many_in_flight(setup: Setup) -> None:
+    setup.start_calc(False)
+    with setup.client() as cli:
+        pending = [cli.calc.add(x=i, y=i).call_async(timeout=20) for i in range(300)]
+        assert [p.result().payload["sum"] for p in pending] == [2 * i for i in range(300)]
+
+
+# -- the caller's deadline ---------------------------------------------------------------
+
+
+def test_request_whose_caller_gave_up_while_it_waited_is_not_run(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    # sync engine, prefetch 10: the late request is delivered at once and waits
+    # in the server behind the slow one, past its caller's deadline
+    setup.start_calc(False, prefetch_count=10)
+    caplog.set_level(logging.WARNING, logger="tavrida2.engine")
+    with setup.client() as cli:
+        first = cli.calc.slow(seconds=1.5, label="first").call_async(timeout=10)
+        assert Calc.rec.wait_for("first")
+        with pytest.raises(exceptions.CallTimeout):
+            cli.calc.slow(seconds=0, label="late").call(timeout=0.3)
+        assert first.result().payload == {"slept": 1.5}
+        assert cli.calc.add(x=1, y=1).call(timeout=10).payload == {"sum": 2}
+    assert Calc.rec.of("late") == []
+    [deadline] = Calc.rec.of("first")
+    assert isinstance(deadline, int) and abs(deadline - (time.time() * 1000 + 10_000)) < 60_000
+    assert any("not run" in r.getMessage() and "expired" in r.getMessage() for r in caplog.records)
+
+
+def test_request_expired_in_the_queue_is_dropped_by_the_broker(setup: Setup) -> None:
+    # async engine, prefetch 1: the late request stays in the broker, whose
+    # per-message TTL (the ``expiration`` property) drops it
+    srv = setup.start_calc(True, prefetch_count=1)
+    with setup.client() as cli:
+        first = cli.calc.slow(seconds=1.5, label="first").call_async(timeout=10)
+        assert Calc.rec.wait_for("first")
+        with pytest.raises(exceptions.CallTimeout):
+            cli.calc.slow(seconds=0, label="late").call(timeout=0.3)
+        assert first.result().payload == {"slept": 1.5}
+        assert cli.calc.add(x=1, y=1).call(timeout=10).payload == {"sum": 2}
+    assert Calc.rec.of("late") == []
+    assert _queued(srv.queue_name) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_request_past_its_deadline_header_is_not_run(
+    engine: bool, setup: Setup, channel: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = setup.start_calc(engine)
+    caplog.set_level(logging.WARNING, logger="tavrida2.engine")
+    headers = {
+        "correlation_id": "c1",
+        "request_id": "r1",
+        "message_id": "m1",
+        "message_type": "request",
+        "source": "script",
+        "destination": "calc.slow",
+        "reply_to": "",
+        "deadline": int(time.time() * 1000) - 5_000,
+    }
+    body = b'{"context": {}, "payload": {"seconds": 0, "label": "expired"}}'
+    channel.basic_publish(setup.calc_ex, "calc.slow", body, pika.BasicProperties(headers=headers))
+    headers = {**headers, "message_id": "m2", "deadline": int(time.time() * 1000) + 60_000}
+    body = b'{"context": {}, "payload": {"seconds": 0, "label": "in time"}}'
+    channel.basic_publish(setup.calc_ex, "calc.slow", body, pika.BasicProperties(headers=headers))
+    assert Calc.rec.wait_for("in time")
+    wait_until(lambda: _queued(srv.queue_name) == 0, "the queue to be empty")
+    assert Calc.rec.of("expired") == []
+    wait_until(lambda: any("not run" in r.getMessage() for r in caplog.records), "the warning")
+
+
+# -- lost connections --------------------------------------------------------------------
+
+
+def test_sync_calls_pending_when_the_connection_drops_raise_at_once(setup: Setup) -> None:
+    setup.start_calc(False)
+    with setup.client() as cli:
+        assert cli.calc.add(x=1, y=1).call(timeout=10).payload == {"sum": 2}
+        pending = cli.calc.slow(seconds=3, label="pending").call_async(timeout=30)
+        assert Calc.rec.wait_for("pending")
+        [pid] = wait_until(lambda: connection_pids(setup.client_name), "the client's connection")
+        started = time.monotonic()
+        close_connection(pid)
+        with pytest.raises(exceptions.ConnectionClosed):
+            pending.result()
+        assert time.monotonic() - started < 5
+        # the next call reconnects
+        assert cli.calc.add(x=2, y=2).call(timeout=10).payload == {"sum": 4}
+
+
+def test_async_calls_pending_when_the_connection_drops_raise_at_once(setup: Setup) -> None:
+    setup.start_calc(True)
+
+    async def scenario() -> float:
+        async with setup.async_client() as cli:
+            assert (await cli.calc.add(x=1, y=1).call(timeout=10)).payload == {"sum": 2}
+            pending = asyncio.ensure_future(
+                cli.calc.slow(seconds=3, label="pending").call(timeout=30)
+            )
+            await asyncio.to_thread(Calc.rec.wait_for, "pending")
+            [pid] = await asyncio.to_thread(
+                wait_until, lambda: connection_pids(setup.client_name), "the client's connection"
+            )
+            started = time.monotonic()
+            await asyncio.to_thread(close_connection, pid)
+            with pytest.raises(exceptions.ConnectionClosed):
+                await pending
+            elapsed = time.monotonic() - started
+            # the client reconnects by itself
+            answer = await cli.calc.add(x=2, y=2).call(timeout=10)
+            assert answer.payload == {"sum": 4}
+            return elapsed
+
+    assert run(scenario()) < 5
+
+
+# -- inside handlers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("front_engine", "controller"),
+    [
+        pytest.param(False, Front, id="sync-engine"),
+        pytest.param(True, Front, id="async-engine-plain-def"),
+        pytest.param(True, AsyncFront, id="async-engine-async-def"),
+    ],
+)
+@pytest.mark.parametrize("calc_engine", ENGINES)
+def test_handlers_call_with_wait_and_get_the_answer_inline(
+    front_engine: bool,
+    controller: type[service.ServiceController],
+    calc_engine: bool,
+    setup: Setup,
+) -> None:
+    setup.start_calc(calc_engine)
+    setup.start_front(front_engine, controller)
+    with setup.client() as cli:
+        answer = cli.front.twice(x=21).call(timeout=20)
+        assert answer.payload == {"result": 42, "deadline_sent": False}
+        relayed = cli.front.relay_error().call(timeout=20)
+        assert relayed.payload == {"class": "KeyError", "code": exceptions.UNKNOWN_ERROR}
+        # many at once (async engine: several handlers wait at the same time)
+        pending = [cli.front.twice(x=i).call_async(timeout=30) for i in range(40)]
+        assert [p.result().payload["result"] for p in pending] == [2 * i for i in range(40)]
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def test_sync_client_bad_input(setup: Setup) -> None:
+    setup.start_calc(False)
+    cli = setup.client()
+    with pytest.raises(exceptions.UnableToDiscover):
+        cli.ghost.add(x=1, y=1).call()
+    for bad in (0, -1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="timeout"):
+            cli.calc.add(x=1, y=1).call(timeout=bad)
+    with pytest.raises(TypeError, match="'x'"):
+        cli.calc.add(x=object(), y=1).call(timeout=5)
+    assert cli.calc.add(x=1, y=1).call(timeout=10).payload == {"sum": 2}
+    cli.close()
+    with pytest.raises(exceptions.ConnectionClosed, match="closed"):
+        cli.calc.add(x=1, y=1).call(timeout=5)
+
+
+def test_async_client_bad_input(setup: Setup) -> None:
+    setup.start_calc(True)
+
+    async def scenario() -> None:
+        cli = setup.async_client()
+        with pytest.raises(exceptions.UnableToDiscover):
+            await cli.ghost.add(x=1, y=1).call()
+        with pytest.raises(ValueError, match="timeout"):
+            await cli.calc.add(x=1, y=1).call(timeout=0)
+        with pytest.raises(TypeError, match="'x'"):
+            await cli.calc.add(x={1, 2}, y=1).call(timeout=5)
+        assert (await cli.calc.add(x=1, y=1).call(timeout=10)).payload == {"sum": 2}
+        await cli.close()
+        with pytest.raises(exceptions.ConnectionClosed, match="closed"):
+            await cli.calc.add(x=1, y=1).call(timeout=5)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_call_to_an_exchange_without_the_service_queue_is_unroutable(
+    engine: bool, setup: Setup
+) -> None:
+    setup.start_calc(engine)
+    disc = discovery.LocalDiscovery()
+    disc.register_remote_service("calc", setup.front_ex)  # exists? declare it, unbound
+    setup.start_front(engine, Front)  # declares front_ex, bound to front.# only
+    conf = amqp_config(False, setup.client_name)
+    with client.RPCClient(conf, disc, source="script") as cli:
+        started = time.monotonic()
+        with pytest.raises(exceptions.UnroutableMessage):
+            cli.calc.add(x=1, y=1).call(timeout=20)
+        assert time.monotonic() - started < 5
+
+    async def scenario() -> None:
+        async with client.AsyncRPCClient(amqp_config(True), disc, source="script") as cli:
+            with pytest.raises(exceptions.UnroutableMessage):
+                await cli.calc.add(x=1, y=1).call(timeout=20)
+
+    run(scenario())
