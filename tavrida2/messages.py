@@ -14,7 +14,10 @@ Outgoing messages: :class:`Request`, :class:`Response`, :class:`Error`,
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import random
 import uuid
 from enum import Enum
 from typing import Any, ClassVar, TypeVar
@@ -56,8 +59,28 @@ _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",",
 _decode = json.JSONDecoder().decode
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+class _IdSource:
+    """Unique ids, 32 hex digits like Tavrida 1.0's uuid4: a random per-process
+    prefix and a counter (a uuid4 per id cost 2 µs of the hot path; three per
+    call). A forked child takes a new prefix."""
+
+    __slots__ = ("counter", "prefix")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.counter = itertools.count(random.getrandbits(32))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+#: A new unique id (message, request and correlation ids).
+new_id = _IdSource()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=new_id.reset)
 
 
 def fqcn(obj: object) -> str:

@@ -66,6 +66,9 @@ _CONNECTION_ERRORS = (
 )
 _DIRECT_REPLY_PREFIX = DIRECT_REPLY_TO
 
+_ACK_BATCH = 32  # at most this many handled deliveries share one ack
+_ACK_DELAY = 0.05  # seconds a handled delivery may wait for its (shared) ack
+
 # generation, consumer index, delivery tag, redelivered, properties, body
 Inbox = tuple[int, int, int, bool, Any, bytes]
 
@@ -470,20 +473,47 @@ class PikaDriver(SyncDriver):
                     break
                 self._reconnect(exc)
                 continue
-            while self._inbox and not self._stopping.is_set():
-                item = self._inbox.popleft()
-                if item[0] != self._generation or not self._is_open():
-                    # its channel is gone: the broker redelivers it on the new one
-                    self._inbox.clear()
-                    break
-                self._handle(item)
+            self._handle_inbox()
+
+    def _handle_inbox(self) -> None:
+        """Handle the deliveries that arrived, acknowledging runs of them at once.
+
+        Consecutive ACKs are sent as one ``multiple`` ack when the inbox is
+        empty, after ``_ACK_BATCH`` of them, when one is older than
+        ``_ACK_DELAY`` seconds, or before any other disposition: one frame and
+        one write instead of one per message, while a redelivery after a
+        crash stays bounded to what was handled in that short window.
+        """
+        acked_generation, acked_tag, unsent, oldest = 0, 0, 0, 0.0
+        while self._inbox and not self._stopping.is_set():
+            item = self._inbox.popleft()
+            if item[0] != self._generation or not self._is_open():
+                # its channel is gone: the broker redelivers it on the new one
+                self._inbox.clear()
+                break
+            started = time.monotonic()
+            if unsent and (unsent >= _ACK_BATCH or started - oldest > _ACK_DELAY):
+                self._settle(acked_generation, acked_tag, Disposition.ACK, multiple=True)
+                unsent = 0
+            disposition = self._handle(item, started)
+            if disposition is Disposition.ACK:
+                if not unsent:
+                    oldest = started
+                acked_generation, acked_tag, unsent = item[0], item[2], unsent + 1
+                continue
+            if unsent:
+                self._settle(acked_generation, acked_tag, Disposition.ACK, multiple=True)
+                unsent = 0
+            self._settle(item[0], item[2], disposition)
+        if unsent:
+            self._settle(acked_generation, acked_tag, Disposition.ACK, multiple=True)
 
     def _is_open(self) -> bool:
         connection = self._connection
         return connection is not None and bool(connection.is_open)
 
-    def _handle(self, item: Inbox) -> None:
-        generation, index, tag, redelivered, props, body = item
+    def _handle(self, item: Inbox, started: float) -> Disposition:
+        _, index, _, redelivered, props, body = item
         message = AMQPMessage(
             body,
             props.headers or {},
@@ -492,17 +522,18 @@ class PikaDriver(SyncDriver):
             props.expiration,
             redelivered,
         )
-        self._handler_started = time.monotonic()
+        self._handler_started = started
         try:
-            disposition = self._consumers[index][1](message)
+            return self._consumers[index][1](message)
         except Exception:
             log.exception("delivery callback failed; message requeued")
-            disposition = Disposition.REQUEUE
+            return Disposition.REQUEUE
         finally:
             self._handler_started = 0.0
-        self._settle(generation, tag, disposition)
 
-    def _settle(self, generation: int, tag: int, disposition: Disposition) -> None:
+    def _settle(
+        self, generation: int, tag: int, disposition: Disposition, multiple: bool = False
+    ) -> None:
         with self._lock:
             if generation != self._generation or self._consume_channel is None:
                 log.info(
@@ -514,7 +545,7 @@ class PikaDriver(SyncDriver):
             channel = self._consume_channel
             try:
                 if disposition is Disposition.ACK:
-                    channel.basic_ack(tag)
+                    channel.basic_ack(tag, multiple=multiple)
                 elif disposition is Disposition.REJECT:
                     channel.basic_reject(tag, requeue=False)
                 else:
