@@ -160,6 +160,10 @@ class SyncCalls:
         for pending in failed:
             pending.error = error
 
+    def fail_all(self, error: Exception) -> None:
+        """End every waiting call with ``error`` (the client is closing)."""
+        self._on_failure(None, error)
+
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:

@@ -140,6 +140,9 @@ class _SyncTransport:
     def close(self) -> None:
         with self._lock:
             driver, self._driver = self._driver, None
+            calls, self._calls = self._calls, None
+        if calls is not None:
+            calls.fail_all(self._client._closed_error())
         if driver is not None:
             driver.close()
 

@@ -483,14 +483,17 @@ class _MemoryConnection:
         self.connected = False
         self.reply_queue: str | None = None
         self._on_reply: ReplyCallback | None = None
+        self._on_reply_failure: ReplyFailureCallback | None = None
 
-    def _declare_reply_queue(self, on_reply: ReplyCallback) -> str:
+    def _declare_reply_queue(
+        self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback
+    ) -> str:
         broker = self._require_connection()
         if self.reply_queue is None:
             name = f"{DIRECT_REPLY_TO}.{uuid.uuid4().hex}"
             broker.declare_queue(name, durable=False)
             self.reply_queue = name
-        self._on_reply = on_reply
+        self._on_reply, self._on_reply_failure = on_reply, on_failure
         return self.reply_queue
 
     def _deliver_reply(self, message: AMQPMessage) -> Disposition:
@@ -499,9 +502,14 @@ class _MemoryConnection:
         return Disposition.ACK
 
     def _delete_reply_queue(self) -> None:
+        """Closing: the answers of waiting callers can no longer arrive; tell them."""
         name, self.reply_queue = self.reply_queue, None
         if name is not None:
             self.broker.delete_queue(name)
+            if self._on_reply_failure is not None:
+                self._on_reply_failure(
+                    None, exceptions.ConnectionClosed(reason="the driver closed")
+                )
 
     def _require_connection(self) -> MemoryBroker:
         if not self.connected:
@@ -616,7 +624,7 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
             self.busy = False
 
     def consume_replies(self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback) -> None:
-        queue = self._declare_reply_queue(on_reply)
+        queue = self._declare_reply_queue(on_reply, on_failure)
         if self._reply_consumer is None:
             self._reply_consumer = self.broker.add_consumer(queue, self)
             self._callbacks[id(self._reply_consumer)] = self._deliver_reply
@@ -668,9 +676,9 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
         self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback
     ) -> None:
         if self.reply_queue is not None:
-            self._on_reply = on_reply
+            self._on_reply, self._on_reply_failure = on_reply, on_failure
             return
-        queue = self._declare_reply_queue(on_reply)
+        queue = self._declare_reply_queue(on_reply, on_failure)
 
         async def deliver(message: AMQPMessage) -> Disposition:
             return self._deliver_reply(message)
