@@ -61,11 +61,15 @@ _URL_PARAMS: dict[str, tuple[str, Any]] = {
     "async_engine": ("async_engine", "bool"),
     "locale": ("locale", str),
     "connection_name": ("connection_name", str),
+    "persistent": ("persistent", "bool"),
 }
 
 
 class ConnectionConfig:
     """How to reach the broker.
+
+    ``persistent=False`` trades the survival of queued casts and notifications
+    across a broker restart for throughput (see the attribute).
 
     Example::
 
@@ -100,6 +104,7 @@ class ConnectionConfig:
         publish_timeout: float = 10.0,
         memory_broker: str = "default",
         connection_name: str | None = None,
+        persistent: bool = True,
     ) -> None:
         self.host = host
         self.credentials = credentials if credentials is not None else Credentials("guest", "guest")
@@ -123,6 +128,12 @@ class ConnectionConfig:
         self.memory_broker = memory_broker
         #: Shown by the broker (``rabbitmqctl list_connections client_properties``).
         self.connection_name = connection_name
+        #: Casts, notifications and Tavrida 1.0-style answers are persistent
+        #: (``delivery_mode`` 2: they survive a broker restart in durable
+        #: queues, at the broker's cost of writing them to disk). False sends
+        #: them transient. Requests and answers of waiting callers are always
+        #: transient: their caller is gone after its timeout anyway.
+        self.persistent = bool(persistent)
         self._validate()
 
     def _validate(self) -> None:

@@ -7,7 +7,8 @@ callers go out on it unconfirmed), a publisher channel with confirms, and
 once :meth:`AioDriver.consume_replies` was called a call channel (confirms):
 requests whose caller waits go out on it and their answers come back to it by
 direct reply-to. Messages to or from a waiting caller (they carry the AMQP
-``correlation_id``) are transient; everything else is persistent.
+``correlation_id``) are transient; everything else is persistent unless
+``ConnectionConfig(persistent=False)``.
 
 Each delivery runs in a task of its own (aiormq starts one), so up to
 ``prefetch_count`` handlers run at once. The driver remembers its topology and
@@ -137,6 +138,7 @@ class AioDriver(AsyncDriver):
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
+        self._delivery_mode = 2 if config.persistent else 1
         # aio-pika ignores ``client_properties`` when given a URL string: the
         # connection name travels as aiormq's ``name`` URL parameter.
         query = {"name": config.connection_name or "tavrida2"}
@@ -359,7 +361,7 @@ class AioDriver(AsyncDriver):
         body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
         properties = _Props(
             content_type="application/json",
-            delivery_mode=1 if message.correlation_id else 2,
+            delivery_mode=1 if message.correlation_id else self._delivery_mode,
             headers=message.headers,
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,

@@ -522,7 +522,7 @@ class _MemoryConnection:
         body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
         properties = {
             "content_type": "application/json",
-            "delivery_mode": 1 if message.correlation_id else 2,
+            "delivery_mode": 1 if message.correlation_id or not self.config.persistent else 2,
         }
         if message.reply_to == DIRECT_REPLY_TO:
             if self.reply_queue is None:

@@ -9,7 +9,8 @@ back to it by direct reply-to), and heartbeats.
 
 Messages to or from a waiting caller (they carry the AMQP ``correlation_id``)
 are transient: the caller gives up after its timeout and an answer cannot
-outlive the caller's channel. Everything else is persistent.
+outlive the caller's channel. Everything else is persistent unless
+``ConnectionConfig(persistent=False)``.
 
 Deliveries are collected by pika's callback into an inbox and handled by
 :meth:`PikaDriver.run` between calls into pika, so a handler may publish on
@@ -87,6 +88,7 @@ class PikaDriver(SyncDriver):
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
+        self._delivery_mode = 2 if config.persistent else 1
         self._params = config.to_pika_params()
         self._params.connection_attempts = 1
         self._target = config.to_url()
@@ -294,7 +296,7 @@ class PikaDriver(SyncDriver):
     ) -> None:
         properties = pika.BasicProperties(
             content_type="application/json",
-            delivery_mode=1 if message.correlation_id else 2,
+            delivery_mode=1 if message.correlation_id else self._delivery_mode,
             headers=message.headers,
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,

@@ -610,3 +610,20 @@ def test_the_answer_goes_to_the_callers_reply_queue_not_to_the_source_services_h
     # the same service answers a Tavrida 1.0 call (wait=False) to the source's handler
     bus.run(lambda cli: cli.calc.add(a=3, b=4).call(wait=False))
     assert [r.payload for r in responses] == [{"sum": 7}]
+
+
+@pytest.mark.parametrize(("persistent", "cast_mode"), [(True, 2), (False, 1)])
+def test_casts_are_persistent_unless_configured_and_waiting_requests_are_transient(
+    persistent: bool, cast_mode: int
+) -> None:
+    bus = Bus("sync")
+    bus.declare_unconsumed_calc_queue()
+    conf = config.ConnectionConfig.from_url(f"memory://{bus.broker.name}", persistent=persistent)
+    with client.RPCClient(conf, bus.discovery, source=SOURCE) as cli:
+        cli.calc.add(a=1, b=2).cast()
+        with pytest.raises(exceptions.CallTimeout):
+            cli.calc.add(a=1, b=2).call(timeout=0.05)
+    cast, request = bus.broker.get_message(CALC_QUEUE), bus.broker.get_message(CALC_QUEUE)
+    assert cast is not None and request is not None
+    assert cast.properties["delivery_mode"] == cast_mode
+    assert request.properties["delivery_mode"] == 1
