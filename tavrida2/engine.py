@@ -107,6 +107,12 @@ class AsyncOutbox:
         self._driver = driver
         self._loop = loop
 
+    async def send(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> None:
+        """Publish in the caller's task (the engine's answers)."""
+        await self._driver.publish(exchange, routing_key, message, mandatory)
+
     def publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> PendingPublish:

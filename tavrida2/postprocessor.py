@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol
 
 from tavrida2 import entry_point, exceptions
@@ -89,6 +90,18 @@ class PostProcessor(AbstractController):
         exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
         amqp_message = AMQPMessage.create_from_message(message_obj)
         return self._driver.publish(exchange, routing_key, amqp_message, mandatory)
+
+    async def send(self, message_obj: Message) -> None:
+        """:meth:`process` for an async publisher: awaited here, in the caller's task."""
+        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
+        amqp_message = AMQPMessage.create_from_message(message_obj)
+        send = getattr(self._driver, "send", None)
+        if send is not None:
+            await send(exchange, routing_key, amqp_message, mandatory)
+            return
+        result = self._driver.publish(exchange, routing_key, amqp_message, mandatory)
+        if inspect.isawaitable(result):
+            await result
 
     def _waiting(self, request: Request) -> tuple[Calls, str, str, AMQPMessage]:
         if self.calls is None:

@@ -132,7 +132,10 @@ class ServiceController(AbstractController):
     async def handle_async(
         self, info: HandlerInfo, message: Message, proxy: RPCProxy, run_sync: RunSync
     ) -> None:
-        """As :meth:`handle`; awaits ``async def`` handlers, runs others with ``run_sync``."""
+        """As :meth:`handle`; awaits ``async def`` handlers, runs others with ``run_sync``.
+
+        The answer is published by awaiting it here, not in a task of its own.
+        """
         prepared = self._prepare(info, message)
         if prepared is None:
             return
@@ -147,7 +150,14 @@ class ServiceController(AbstractController):
         except Exception as exc:
             self._fail(info.name, message, exc)
             return
-        self._finish(message, result)
+        if isinstance(message, IncomingRequestCall):
+            answer = self._answer(message, result)
+            try:
+                await self.postprocessor.send(answer)
+            except exceptions.TavridaError as exc:
+                self._log_unsent(message, exc)
+        else:
+            self._check_cast_result(result)
 
     def _proxy_for(self, message: Message) -> RPCProxy:
         """The proxy of a handler whose message an incoming middleware replaced.
@@ -209,12 +219,17 @@ class ServiceController(AbstractController):
 
     def _finish(self, message: Message, result: Any) -> None:
         """Turn a handler's result into the answer of a call and send it."""
-        if not isinstance(message, IncomingRequestCall):
-            if result is not None and not isinstance(result, dict | Response | Error):
-                log.error(
-                    "%s: %s", self.service_name, exceptions.WrongResponse(response=repr(result))
-                )
-            return
+        if isinstance(message, IncomingRequestCall):
+            self._publish_answer(message, self._answer(message, result))
+        else:
+            self._check_cast_result(result)
+
+    def _check_cast_result(self, result: Any) -> None:
+        if result is not None and not isinstance(result, dict | Response | Error):
+            log.error("%s: %s", self.service_name, exceptions.WrongResponse(response=repr(result)))
+
+    def _answer(self, message: IncomingRequestCall, result: Any) -> Response | Error:
+        """The answer to ``message`` for ``result``, through the outgoing middlewares."""
         if result is None:
             answer: Response | Error = Response.create_by_request(message, {})
         elif isinstance(result, dict):
@@ -225,9 +240,18 @@ class ServiceController(AbstractController):
             error = exceptions.WrongResponse(response=repr(result))
             log.error("%s: %s", self.service_name, error)
             answer = Error.create_by_request(message, error)
-        self._send_answer(message, answer)
+        return (
+            self._run_outgoing_middlewares(message, answer)
+            if self._outgoing_middlewares
+            else answer
+        )
 
     def _send_answer(self, request: IncomingRequestCall, answer: Response | Error) -> None:
+        self._publish_answer(request, self._run_outgoing_middlewares(request, answer))
+
+    def _run_outgoing_middlewares(
+        self, request: IncomingRequestCall, answer: Response | Error
+    ) -> Response | Error:
         result: Any = answer
         try:
             for middleware in self._outgoing_middlewares:
@@ -243,19 +267,22 @@ class ServiceController(AbstractController):
                 exc_info=not isinstance(exc, exceptions.TavridaError),
             )
             result = Error.create_by_request(request, exc)
-        self._publish_answer(request, result)
+        return result  # type: ignore[no-any-return]
 
     def _publish_answer(self, request: Message, answer: Response | Error) -> None:
         try:
             self.postprocessor.process(answer)
         except exceptions.TavridaError as exc:
-            log.error(
-                "%s: the answer to request %s (%s) could not be sent: %s",
-                self.service_name,
-                request.request_id,
-                request.headers.get("source"),
-                exc,
-            )
+            self._log_unsent(request, exc)
+
+    def _log_unsent(self, request: Message, exc: Exception) -> None:
+        log.error(
+            "%s: the answer to request %s (%s) could not be sent: %s",
+            self.service_name,
+            request.request_id,
+            request.headers.get("source"),
+            exc,
+        )
 
 
 __all__ = ["ServiceController"]
