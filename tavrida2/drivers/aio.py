@@ -133,6 +133,56 @@ class _Connection(aio_pika.Connection):
         self.kwargs["transport_factory"] = self.tracked
 
 
+class _Acks:
+    """The acknowledgements of one consumer channel, coalesced.
+
+    Handlers finish in any order. Acks that finish in the same turn of the
+    event loop are sent together: one ``multiple`` ack for those below the
+    oldest delivery still being handled, single acks for the others (so a
+    slow handler never holds back the acks, hence the prefetch window, of
+    the rest). One flush runs at a time, which keeps a single ack from being
+    sent after a ``multiple`` one that already covered it.
+    """
+
+    __slots__ = ("acked", "channel", "flushing", "unsettled")
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.unsettled: dict[int, None] = {}  # delivery tags being handled, in order
+        self.acked: list[int] = []
+        self.flushing = False
+
+    async def ack(self, tag: int) -> None:
+        self.acked.append(tag)
+        if self.flushing:
+            return
+        self.flushing = True
+        try:
+            if len(self.unsettled) > len(self.acked):
+                await asyncio.sleep(0)  # let handlers finishing in this turn join
+            while self.acked:
+                tags, self.acked = self.acked, []
+                unsettled = self.unsettled
+                for done in tags:
+                    unsettled.pop(done, None)
+                oldest = next(iter(unsettled), None)
+                below = [t for t in tags if oldest is None or t < oldest]
+                if below:
+                    await self.channel.basic_ack(max(below), multiple=len(below) > 1, wait=False)
+                for single in tags:
+                    if oldest is not None and single > oldest:
+                        await self.channel.basic_ack(single, wait=False)
+        finally:
+            self.flushing = False
+
+    async def reject(self, tag: int, requeue: bool) -> None:
+        self.unsettled.pop(tag, None)
+        if requeue:
+            await self.channel.basic_nack(tag, requeue=True)
+        else:
+            await self.channel.basic_reject(tag, requeue=False)
+
+
 class AioDriver(AsyncDriver):
     """asyncio RabbitMQ driver (see the module docstring)."""
 
@@ -162,6 +212,7 @@ class AioDriver(AsyncDriver):
         self._consumer_tags: dict[str, tuple[str, AsyncDeliveryCallback, int]] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._call: Any = None  # aiormq channel of waiting callers
+        self._acks: _Acks | None = None
         self._on_reply: ReplyCallback | None = None
         self._on_reply_failure: ReplyFailureCallback | None = None
 
@@ -457,11 +508,15 @@ class AioDriver(AsyncDriver):
         if prefetch:
             await channel.basic_qos(prefetch_count=prefetch)
         in_flight = self._in_flight
+        if self._acks is None or self._acks.channel is not channel:
+            self._acks = _Acks(channel)
+        acks = self._acks
 
         async def on_message(delivered: Any) -> None:
             task = asyncio.current_task()
             if task is not None:
                 in_flight.add(task)
+            acks.unsettled[delivered.delivery.delivery_tag] = None
             try:
                 props = delivered.header.properties
                 message = AMQPMessage(
@@ -477,9 +532,7 @@ class AioDriver(AsyncDriver):
                 except Exception:
                     log.exception("delivery callback failed; message requeued")
                     disposition = Disposition.REQUEUE
-                await self._settle(
-                    channel, generation, delivered.delivery.delivery_tag, disposition
-                )
+                await self._settle(acks, generation, delivered.delivery.delivery_tag, disposition)
             finally:
                 if task is not None:
                     in_flight.discard(task)
@@ -515,9 +568,9 @@ class AioDriver(AsyncDriver):
                 log.warning("subscribing again failed: %s; will retry", exc)
 
     async def _settle(
-        self, channel: Any, generation: int, tag: int, disposition: Disposition
+        self, acks: _Acks, generation: int, tag: int, disposition: Disposition
     ) -> None:
-        if generation != self._generation or channel is not self._consume:
+        if generation != self._generation or acks.channel is not self._consume:
             log.info(
                 "delivery %s belongs to a closed channel: not acknowledged, the broker "
                 "redelivers it",
@@ -526,11 +579,9 @@ class AioDriver(AsyncDriver):
             return
         try:
             if disposition is Disposition.ACK:
-                await channel.basic_ack(tag)
-            elif disposition is Disposition.REJECT:
-                await channel.basic_reject(tag, requeue=False)
+                await acks.ack(tag)
             else:
-                await channel.basic_nack(tag, requeue=True)
+                await acks.reject(tag, requeue=disposition is Disposition.REQUEUE)
         except (*_CONNECTION_ERRORS, aex.ChannelClosed) as exc:
             log.warning("could not settle delivery %s (%s); the broker redelivers it", tag, exc)
 
