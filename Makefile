@@ -28,5 +28,9 @@ lint: $(STAMP)
 rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if installed)
 	@bash scripts/ensure-rabbitmq.sh
 
+.PHONY: bench
+bench: $(STAMP) rabbitmq  ## tavrida2 vs raw pika / aio-pika / aiormq, one run (docs/benchmarks.md)
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
