@@ -19,7 +19,7 @@ from tavrida2.calls import DEFAULT_CALL_TIMEOUT, AsyncCalls, SyncCalls, check_ti
 from tavrida2.config import ConnectionConfig
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.drivers import create_async_driver, create_sync_driver
-from tavrida2.drivers.base import AsyncDriver, SyncDriver
+from tavrida2.drivers.base import AsyncDriver, PendingPublish, SyncDriver
 from tavrida2.messages import AMQPMessage
 from tavrida2.postprocessor import PostProcessor
 from tavrida2.proxies import RPCMethodProxy, RPCProxy, RPCServiceProxy
@@ -131,6 +131,11 @@ class _SyncTransport:
     ) -> None:
         self.driver().publish(exchange, routing_key, message, mandatory)
 
+    def publish_async(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> PendingPublish:
+        return self.driver().publish_async(exchange, routing_key, message, mandatory)
+
     def request(self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float) -> Any:
         return self.calls().request(exchange, routing_key, message, timeout)
 
@@ -155,7 +160,9 @@ class RPCClient(_ClientBase):
     handler returned); an Error answer raises ``RemoteError``, no answer in
     time ``CallTimeout``, a lost connection ``ConnectionClosed`` at once.
     ``.call_async()`` returns a ``PendingCall`` to wait on later (many in
-    flight); ``.cast()`` sends a request nobody answers. ``timeout`` is the
+    flight); ``.cast()`` sends a request nobody answers once the broker
+    confirmed it, ``.cast_async()`` returns a ``PendingPublish`` whose
+    ``result()`` waits for that confirmation (many in flight). ``timeout`` is the
     default wait in seconds. With ``service=...`` the service is fixed:
     ``cli.<method>(**payload)``. ``.call(wait=False)`` keeps Tavrida 1.0's
     meaning: the answer goes to the ``source`` service's response handler.

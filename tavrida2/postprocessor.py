@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any, Protocol
 
@@ -90,6 +91,20 @@ class PostProcessor(AbstractController):
         exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
         amqp_message = AMQPMessage.create_from_message(message_obj)
         return self._driver.publish(exchange, routing_key, amqp_message, mandatory)
+
+    def process_async(self, message_obj: Message) -> Any:
+        """Publish without waiting for the confirmation: a handle to wait on later.
+
+        A sync publisher's ``PendingPublish`` (``result()`` waits), or an
+        asyncio future of an async publisher's publish.
+        """
+        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
+        amqp_message = AMQPMessage.create_from_message(message_obj)
+        publish_async = getattr(self._driver, "publish_async", None)
+        if publish_async is not None:
+            return publish_async(exchange, routing_key, amqp_message, mandatory)
+        result = self._driver.publish(exchange, routing_key, amqp_message, mandatory)
+        return asyncio.ensure_future(result) if inspect.isawaitable(result) else result
 
     async def send(self, message_obj: Message) -> None:
         """:meth:`process` for an async publisher: awaited here, in the caller's task."""

@@ -172,6 +172,22 @@ class RCPCallProxy:
         request = self._make_request(context, correlation_id, entry_point.NULL, source)
         return self._origin.postprocessor.process(request)
 
+    def cast_async(
+        self,
+        correlation_id: str = "",
+        context: dict[str, Any] | str = "",
+        source: EntryPoint | str = "",
+    ) -> Any:
+        """:meth:`cast` without waiting for the broker's confirmation.
+
+        Returns a handle: on a sync client or engine a ``PendingPublish``
+        whose ``result()`` waits for the confirmation (and raises what
+        ``cast()`` would have raised); on the async ones an asyncio future.
+        Many casts can be in flight on one connection.
+        """
+        request = self._make_request(context, correlation_id, entry_point.NULL, source)
+        return self._origin.postprocessor.process_async(request)
+
     def transfer(
         self,
         request: Message,

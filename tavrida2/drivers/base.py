@@ -17,6 +17,8 @@ import enum
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tavrida2 import exceptions
+from tavrida2.config import ConnectionConfig
 from tavrida2.messages import AMQPMessage
 
 
@@ -44,10 +46,45 @@ ReplyCallback = Callable[[AMQPMessage], None]
 ReplyFailureCallback = Callable[[str | None, Exception], None]
 
 
+class PendingPublish:
+    """A publish on its way; :meth:`result` waits for the broker's confirmation.
+
+    Returned by :meth:`SyncDriver.publish_async`: many publishes can wait
+    for their confirmations at once. ``result()`` raises what ``publish``
+    would have raised (``UnroutableMessage``, ``PublishNacked``,
+    ``ConnectionClosed``), or ``PublishTimeout``.
+    """
+
+    __slots__ = ("_driver", "confirmed", "error", "exchange", "routing_key")
+
+    def __init__(self, driver: SyncDriver | None, exchange: str, routing_key: str) -> None:
+        self._driver = driver
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.confirmed = driver is None
+        self.error: Exception | None = None
+
+    def done(self) -> bool:
+        return self.confirmed or self.error is not None
+
+    def result(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout``, default the driver's ``publish_timeout``) for the confirm."""
+        driver = self._driver
+        seconds = 0.0
+        if not self.done() and driver is not None:
+            seconds = driver.config.publish_timeout if timeout is None else timeout
+            driver.wait(self.done, seconds)
+        if self.error is not None:
+            raise self.error
+        if not self.confirmed:
+            raise exceptions.PublishTimeout(exchange=self.exchange, timeout=seconds)
+
+
 class SyncDriver(abc.ABC):
     """Blocking driver (one connection, reused for every message)."""
 
     is_async = False
+    config: ConnectionConfig
 
     @abc.abstractmethod
     def connect(self) -> None: ...
@@ -73,6 +110,22 @@ class SyncDriver(abc.ABC):
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> None:
         """Publish and wait for the broker's confirmation."""
+
+    def publish_async(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> PendingPublish:
+        """Publish without waiting for the confirmation; wait on the handle later.
+
+        This implementation publishes (and confirms) at once, and keeps what
+        went wrong for ``result()``; drivers that can keep publishes in
+        flight override it.
+        """
+        pending = PendingPublish(None, exchange, routing_key)
+        try:
+            self.publish(exchange, routing_key, message, mandatory)
+        except exceptions.DriverError as exc:
+            pending.confirmed, pending.error = False, exc
+        return pending
 
     @abc.abstractmethod
     def consume(self, queue: str, callback: DeliveryCallback, prefetch_count: int = 0) -> None:
@@ -171,6 +224,7 @@ __all__ = [
     "AsyncDriver",
     "DeliveryCallback",
     "Disposition",
+    "PendingPublish",
     "ReplyCallback",
     "ReplyFailureCallback",
     "SyncDriver",

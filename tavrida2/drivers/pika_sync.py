@@ -48,6 +48,7 @@ from tavrida2.drivers.base import (
     DIRECT_REPLY_TO,
     DeliveryCallback,
     Disposition,
+    PendingPublish,
     ReplyCallback,
     ReplyFailureCallback,
     SyncDriver,
@@ -107,6 +108,9 @@ class PikaDriver(SyncDriver):
         self._pump: threading.Thread | None = None
         self._pump_stop = threading.Event()
         self._call_channel: Any = None
+        self._pipeline: Any = None  # channel of publish_async, confirmations collected
+        self._pipeline_tag = 0
+        self._unconfirmed: dict[int, tuple[str | None, PendingPublish]] = {}
         self._on_reply: ReplyCallback | None = None
         self._on_reply_failure: ReplyFailureCallback | None = None
         # Threads taking turns on the connection (see wait()): a counter of
@@ -175,6 +179,10 @@ class PikaDriver(SyncDriver):
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = None
+        if self._pipeline is not None or self._unconfirmed:
+            self._fail_pipeline(
+                exceptions.ConnectionClosed(reason=f"the connection to {self._target} was lost")
+            )
         if self._call_channel is not None:
             self._call_channel = None
             self._fail_waiting_callers(
@@ -291,10 +299,8 @@ class PikaDriver(SyncDriver):
 
     # -- publishing ----------------------------------------------------------
 
-    def publish(
-        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
-    ) -> None:
-        properties = pika.BasicProperties(
+    def _properties(self, message: AMQPMessage) -> Any:
+        return pika.BasicProperties(
             content_type="application/json",
             delivery_mode=1 if message.correlation_id else self._delivery_mode,
             headers=message.headers,
@@ -302,6 +308,11 @@ class PikaDriver(SyncDriver):
             correlation_id=message.correlation_id,
             expiration=message.expiration,
         )
+
+    def publish(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> None:
+        properties = self._properties(message)
         body = message.body
         if message.reply_to == DIRECT_REPLY_TO:
             self._with_connection(
@@ -331,6 +342,101 @@ class PikaDriver(SyncDriver):
                 raise from_channel_close(exc.reply_code, exc.reply_text, exchange) from None
 
         self._with_connection(send)
+
+    def publish_async(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
+    ) -> PendingPublish:
+        """Publish on the pipeline channel; the confirmation arrives while the
+        connection is serviced (:meth:`wait`, or the handle's ``result()``)."""
+        if message.reply_to == DIRECT_REPLY_TO or not exchange:
+            return super().publish_async(exchange, routing_key, message, mandatory)
+        properties = self._properties(message)
+        pending = PendingPublish(self, exchange, routing_key)
+        message_id = message.headers.get("message_id")
+
+        def send() -> None:
+            pending.error = None  # a retry after reconnecting
+            if self._pipeline is None or not self._pipeline.is_open:
+                self._open_pipeline()
+            self._pipeline_tag += 1
+            self._unconfirmed[self._pipeline_tag] = (message_id, pending)
+            self._pipeline.basic_publish(exchange, routing_key, message.body, properties, mandatory)
+
+        self._with_connection(send)
+        return pending
+
+    def _open_pipeline(self) -> None:
+        """A channel whose confirmations are collected, not waited for, one by one.
+
+        pika's BlockingChannel waits for each confirmation in ``basic_publish``;
+        this one puts the channel under it in confirm mode itself and settles
+        the handles of :meth:`publish_async` from the broker's (multiple) acks.
+        """
+        self._fail_pipeline(exceptions.ConnectionClosed(reason="the channel was reopened"))
+        channel = self._connection.channel()
+        selected: list[Any] = []
+
+        def on_select_ok(frame: Any) -> None:
+            selected.append(frame)
+            self._connection.call_later(0, _nothing)  # see _on_pipeline_confirm
+
+        impl = channel._impl
+        impl.add_on_return_callback(self._on_pipeline_return)
+        impl.confirm_delivery(ack_nack_callback=self._on_pipeline_confirm, callback=on_select_ok)
+        deadline = time.monotonic() + (self.config.publish_timeout or 10.0)
+        while not selected:
+            if time.monotonic() > deadline:
+                raise exceptions.PublishTimeout(exchange="", timeout=self.config.publish_timeout)
+            self._connection.process_data_events(time_limit=1.0)
+        self._pipeline, self._pipeline_tag = channel, 0
+
+    def _on_pipeline_confirm(self, frame: Any) -> None:
+        # Called inside pika's I/O loop, which BlockingConnection does not count
+        # as an event: a timer due at once makes process_data_events return.
+        self._connection.call_later(0, _nothing)
+        method = frame.method
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        last, unconfirmed = method.delivery_tag, self._unconfirmed
+        tags = [t for t in unconfirmed if t <= last] if method.multiple else [last]
+        for tag in tags:
+            entry = unconfirmed.pop(tag, None)
+            if entry is None:
+                continue
+            pending = entry[1]
+            if pending.error is not None:
+                continue  # returned: UnroutableMessage already
+            if nacked:
+                pending.error = exceptions.PublishNacked(
+                    exchange=pending.exchange, routing_key=pending.routing_key
+                )
+            else:
+                pending.confirmed = True
+
+    def _on_pipeline_return(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        message_id = (props.headers or {}).get("message_id")
+        for known_id, pending in self._unconfirmed.values():
+            if known_id == message_id and pending.error is None:
+                pending.error = exceptions.UnroutableMessage(
+                    exchange=method.exchange, routing_key=method.routing_key
+                )
+                return
+
+    def _fail_pipeline(self, error: Exception) -> None:
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        self._pipeline = None
+        for _, pending in unconfirmed.values():
+            if not pending.done():
+                pending.error = error
+
+    def _check_pipeline(self) -> None:
+        """If the broker closed the pipeline channel (a missing exchange), fail its publishes."""
+        channel = self._pipeline
+        if channel is None or channel.is_open:
+            return
+        reason = getattr(channel, "_closing_reason", None)
+        code = getattr(reason, "reply_code", 0)
+        text = getattr(reason, "reply_text", str(reason))
+        self._fail_pipeline(from_channel_close(int(code), str(text), "publish"))
 
     # -- waiting callers (direct reply-to) -----------------------------------
 
@@ -419,6 +525,7 @@ class PikaDriver(SyncDriver):
             self._drop_connection()
             raise exceptions.ConnectionClosed(reason=reason) from None
         self._check_call_channel()
+        self._check_pipeline()
 
     # -- consuming -----------------------------------------------------------
 

@@ -483,3 +483,84 @@ def test_call_to_an_exchange_without_the_service_queue_is_unroutable(
                 await cli.calc.add(x=1, y=1).call(timeout=20)
 
     run(scenario())
+
+
+# -- casts in flight ---------------------------------------------------------------------
+
+
+@dispatcher.rpc_service("tally")
+class Tally(service.ServiceController):
+    rec: ClassVar[Recorder] = Recorder()
+
+    @dispatcher.rpc_method(service="tally", method="note")
+    def note(self, request, proxy, n):
+        self.rec.add("note", n)
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "transient"])
+def test_cast_async_keeps_casts_in_flight_and_all_arrive(
+    persistent: bool, names: Names, servers: Servers
+) -> None:
+    Tally.rec = Recorder()
+    exchange = names.exchange("tally")
+    disc = discovery.LocalDiscovery()
+    disc.register_remote_service("tally", exchange)
+    disc.register_remote_service("nobody", exchange)
+    Tally.set_discovery(disc)
+    servers.start(
+        server.Server(
+            amqp_config(False, names.connection("tally")), names.queue("tally"), exchange, [Tally]
+        )
+    )
+    conf = amqp_config(False, names.connection("client"), persistent=persistent)
+    with client.RPCClient(conf, disc, source="script") as cli:
+        handles = [cli.tally.note(n=i).cast_async() for i in range(500)]
+        for handle in handles:
+            assert handle.result() is None
+        unroutable = cli.nobody.note(n=0).cast_async()
+        with pytest.raises(exceptions.UnroutableMessage):
+            unroutable.result()
+        # the connection is fine after a returned cast
+        cli.tally.note(n=500).cast_async().result()
+    assert sorted(Tally.rec.wait_for("note", 501)) == list(range(501))
+
+
+def test_cast_async_to_a_missing_exchange_raises_exchange_not_found(names: Names) -> None:
+    disc = discovery.LocalDiscovery()
+    disc.register_remote_service("ghost", names.exchange("never-declared"))
+    with client.RPCClient(amqp_config(False, names.connection("client")), disc, "script") as cli:
+        with pytest.raises(exceptions.ExchangeNotFound):
+            cli.ghost.note(n=1).cast_async().result()
+        with pytest.raises(exceptions.ExchangeNotFound):
+            cli.ghost.note(n=1).cast()
+
+
+def test_cast_async_pending_when_the_connection_drops_end_at_once(
+    names: Names, channel: Any
+) -> None:
+    exchange, queue = names.exchange("tally"), names.queue("tally")
+    channel.exchange_declare(exchange, "topic", durable=True)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_bind(queue, exchange, "tally.#")
+    disc = discovery.LocalDiscovery()
+    disc.register_remote_service("tally", exchange)
+    client_name = names.connection("client")
+    with client.RPCClient(amqp_config(False, client_name), disc, source="script") as cli:
+        cli.tally.note(n=0).cast()
+        [pid] = wait_until(lambda: connection_pids(client_name), "the client's connection")
+        handles = [cli.tally.note(n=i).cast_async() for i in range(2000)]
+        close_connection(pid)
+        started = time.monotonic()
+        outcomes = []
+        for handle in handles:
+            try:
+                handle.result(timeout=20)
+                outcomes.append("confirmed")
+            except exceptions.ConnectionClosed:
+                outcomes.append("closed")
+        assert time.monotonic() - started < 10
+        # every handle ended one way or the other; a closed one was not confirmed
+        assert len(outcomes) == 2000
+        assert set(outcomes) <= {"confirmed", "closed"}
+        # the client reconnects for the next cast
+        cli.tally.note(n=1).cast_async().result()

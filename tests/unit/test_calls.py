@@ -627,3 +627,30 @@ def test_casts_are_persistent_unless_configured_and_waiting_requests_are_transie
     assert cast is not None and request is not None
     assert cast.properties["delivery_mode"] == cast_mode
     assert request.properties["delivery_mode"] == 1
+
+
+def test_cast_async_returns_a_handle_whose_result_reports_the_outcome() -> None:
+    bus = Bus("sync")
+    bus.declare_unconsumed_calc_queue()
+    bus.discovery.register_remote_service("nobody", CALC_EXCHANGE)
+    with client.RPCClient(bus.config(), bus.discovery, source=SOURCE) as cli:
+        handles = [cli.calc.add(a=i, b=0).cast_async() for i in range(5)]
+        assert [h.result() for h in handles] == [None] * 5
+        returned = cli.nobody.add(a=1, b=1).cast_async()
+        with pytest.raises(exceptions.UnroutableMessage):
+            returned.result()
+    assert bus.broker.message_count(CALC_QUEUE) == 5
+
+
+def test_async_client_cast_async_is_a_future() -> None:
+    bus = Bus("async")
+    bus.declare_unconsumed_calc_queue()
+
+    async def main() -> None:
+        async with client.AsyncRPCClient(bus.config(), bus.discovery, source=SOURCE) as cli:
+            futures = [cli.calc.add(a=i, b=0).cast_async() for i in range(5)]
+            assert all(isinstance(f, asyncio.Future) for f in futures)
+            await asyncio.gather(*futures)
+
+    asyncio.run(main())
+    assert bus.broker.message_count(CALC_QUEUE) == 5
