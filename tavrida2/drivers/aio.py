@@ -621,10 +621,12 @@ class AioDriver(AsyncDriver):
         """Cancel the consumers, then wait for the deliveries being handled to settle."""
         self._stopped_consuming = True
         channel = self._consume
-        if channel is not None:
+        if channel is not None and self._reconnecting is None and not channel.is_closed:
             for tag in list(self._consumer_tags):
+                # bounded: on a connection that died unnoticed no CancelOk ever comes
                 with contextlib.suppress(Exception):
-                    await channel.basic_cancel(tag)
+                    async with _within(self.config.socket_timeout or 3.0):
+                        await channel.basic_cancel(tag)
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
