@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit lint typecheck rabbitmq clean
+.PHONY: demo test unit lint typecheck rabbitmq bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the Hello/World tutorial in one process, on the in-memory broker
@@ -22,13 +22,12 @@ unit: $(STAMP)  ## tests that need no broker
 	$(BIN)/python -m pytest -m "not rabbitmq"
 
 lint: $(STAMP)
-	$(BIN)/ruff check tavrida2 tests samples
+	$(BIN)/ruff check tavrida2 tests samples bench
 	$(BIN)/mypy tavrida2
 
 rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if installed)
 	@bash scripts/ensure-rabbitmq.sh
 
-.PHONY: bench
 bench: $(STAMP) rabbitmq  ## tavrida2 vs raw pika / aio-pika / aiormq, one run (docs/benchmarks.md)
 	$(BIN)/python bench/run.py
 
