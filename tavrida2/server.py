@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterable, Sequence
@@ -218,6 +219,30 @@ class Server:
             raise failed.result()
 
 
+class CLIServer(Server):
+    """A :class:`Server` described by an INI config file (see :mod:`tavrida2.configfile`).
+
+    Reading the file imports the controllers and binds each to the discovery
+    its entry names; a bad file raises ``ConfigError`` naming the file,
+    section and key. This is what ``tavrida2 run CONFIG`` runs.
+
+    Example::
+
+        server.CLIServer("hello.ini").run()
+    """
+
+    def __init__(self, config_file: str | os.PathLike[str]) -> None:
+        from tavrida2 import configfile
+
+        loaded = configfile.load(config_file)
+        loaded.bind_discovery()
+        #: The checked contents of the file.
+        self.file_config = loaded
+        super().__init__(
+            loaded.connection, loaded.queue_name, loaded.exchange_name, loaded.controllers
+        )
+
+
 def _check_sync_handlers(cls: type[ServiceController]) -> None:
     for info in cls.get_dispatcher().iter_handlers():
         if info.is_coroutine:
@@ -263,4 +288,4 @@ def run_servers(servers: Iterable[Server]) -> list[threading.Thread]:
     return [thread for _, thread in threads]
 
 
-__all__ = ["Server", "run_servers"]
+__all__ = ["CLIServer", "Server", "run_servers"]

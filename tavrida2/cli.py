@@ -1,0 +1,292 @@
+"""The ``tavrida2`` command: run servers from config files, call and cast, check files.
+
+::
+
+    tavrida2 run CONFIG                      serve the services of an INI config file
+    tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
+    tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
+    tavrida2 ds check FILE                   check a .ds file, list services and exchanges
+    tavrida2 topology CONFIG                 what a server would declare on the broker
+
+Exit codes: 0 done; 1 the call failed (a remote error, no answer in time, the
+broker unreachable: the reason on stderr); 2 a user error (a bad file, a bad
+argument), one paragraph on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from tavrida2 import configfile, entry_point, exceptions
+from tavrida2.config import ConnectionConfig
+from tavrida2.discovery.dsfile import DSFile
+from tavrida2.discovery.local import LocalDiscovery
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_EPILOG = """\
+examples:
+  tavrida2 run samples/deploy/hello.ini
+  tavrida2 call test_hello.hello param=123 --ds samples/deploy/services.ds
+  tavrida2 cast test_hello.hello param='"text"' --exchange hello_exchange
+  tavrida2 ds check samples/deploy/services.ds
+  tavrida2 topology samples/deploy/hello.ini
+
+The broker is --url, else $TAVRIDA2_URL, else amqp://guest:guest@localhost:5672/%2F.
+Values of key=value are JSON where they parse as JSON (5, true, [1,2], {"a":1},
+"quoted text"), plain text otherwise.
+"""
+
+
+class UsageError(Exception):
+    """A mistake of the person at the keyboard: reported in one paragraph, exit code 2."""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tavrida2")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tavrida2",
+        description="Run tavrida2 services, call them, and check their files.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tavrida2 {_version()}")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log on stderr (default WARNING; `run` logs at INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run", help=_doc(_run).splitlines()[0], description=_doc(_run)
+    )
+    run.add_argument("config", metavar="CONFIG", help="the server's INI config file")
+    run.set_defaults(handler=_run)
+
+    for name, handler in (("call", _call), ("cast", _cast)):
+        sub = commands.add_parser(
+            name,
+            help=_doc(handler).splitlines()[0],
+            description=_doc(handler),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("target", metavar="SERVICE.METHOD", help="what to call")
+        sub.add_argument("params", metavar="KEY=VALUE", nargs="*", help="the payload")
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--ds", metavar="FILE", help="find the service's exchange in a .ds file")
+        where.add_argument("--exchange", metavar="NAME", help="the service's exchange")
+        sub.add_argument("--url", help="the broker (default: $TAVRIDA2_URL or localhost)")
+        sub.add_argument(
+            "--source", default="tavrida2_cli", help="the source entry point (default tavrida2_cli)"
+        )
+        sub.add_argument("--context", metavar="JSON", help="the request's context, a JSON object")
+        if name == "call":
+            sub.add_argument(
+                "--timeout", type=float, default=30.0, help="seconds to wait (default 30)"
+            )
+        sub.set_defaults(handler=handler)
+
+    ds = commands.add_parser("ds", help="work with .ds discovery files")
+    ds_commands = ds.add_subparsers(dest="ds_command", metavar="ACTION", required=True)
+    check = ds_commands.add_parser(
+        "check", help="check a .ds file and list its services", description=_doc(_ds_check)
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=_ds_check)
+
+    topology = commands.add_parser(
+        "topology",
+        help="print the exchanges, queues and bindings a server declares",
+        description=_doc(_topology),
+    )
+    topology.add_argument("config", metavar="CONFIG")
+    topology.set_defaults(handler=_topology)
+    return parser
+
+
+def _doc(func: Any) -> str:
+    return inspect.cleandoc(func.__doc__ or "")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Serve the services of CONFIG until SIGINT or SIGTERM."""
+    from tavrida2.server import CLIServer
+
+    if args.log_level == "WARNING":
+        logging.getLogger("tavrida2").setLevel(logging.INFO)
+    srv = CLIServer(args.config)
+    print(
+        f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
+        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    srv.run()
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    """Call SERVICE.METHOD with the KEY=VALUE payload and print the answer as JSON.
+
+    The answer's payload goes to stdout; a remote error goes to stderr with
+    exit code 1.
+    """
+    from tavrida2.client import RPCClient
+
+    service, method, payload, context, disc, conf = _request_parts(args)
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout}: expected a positive number of seconds")
+    with RPCClient(conf, disc, source=args.source, context=context) as cli:
+        answer = getattr(cli[service], method)(**payload).call(timeout=args.timeout)
+    print(json.dumps(answer.payload, ensure_ascii=False, indent=2, sort_keys=True))
+    return 0
+
+
+def _cast(args: argparse.Namespace) -> int:
+    """Send SERVICE.METHOD the KEY=VALUE payload as a request nobody answers (confirmed)."""
+    from tavrida2.client import RPCClient
+
+    service, method, payload, context, disc, conf = _request_parts(args)
+    with RPCClient(conf, disc, source=args.source, context=context) as cli:
+        getattr(cli[service], method)(**payload).cast()
+    print(f"tavrida2: sent {service}.{method}", file=sys.stderr)
+    return 0
+
+
+def _request_parts(
+    args: argparse.Namespace,
+) -> tuple[str, str, dict[str, Any], dict[str, Any] | None, LocalDiscovery, ConnectionConfig]:
+    try:
+        target = entry_point.parse(args.target)
+    except exceptions.WrongEntryPointFormat:
+        target = None
+    if target is None or not target.method:
+        raise UsageError(f"{args.target!r}: expected SERVICE.METHOD, e.g. test_hello.hello")
+    payload = parse_params(args.params)
+    context = None
+    if args.context:
+        try:
+            context = json.loads(args.context)
+        except ValueError as exc:
+            raise UsageError(f"--context: not JSON ({exc})") from None
+        if not isinstance(context, dict):
+            raise UsageError("--context: expected a JSON object, e.g. '{\"user\": \"ann\"}'")
+    disc = LocalDiscovery()
+    if args.ds:
+        disc.register_remote_service(target.service, DSFile(args.ds).get(target.service).exchange)
+    elif args.exchange:
+        disc.register_remote_service(target.service, args.exchange)
+    else:
+        raise UsageError(
+            f"where is {target.service!r}? give --ds FILE (a .ds discovery file) or "
+            "--exchange NAME (the service's exchange)"
+        )
+    url = args.url or os.environ.get(configfile.URL_VARIABLE) or DEFAULT_URL
+    conf = ConnectionConfig.from_url(url, connection_attempts=1)
+    return target.service, target.method, payload, context, disc, conf
+
+
+def parse_params(params: Sequence[str]) -> dict[str, Any]:
+    """``["a=1", "b=text"]`` -> ``{"a": 1, "b": "text"}`` (JSON values, else text)."""
+    payload: dict[str, Any] = {}
+    for param in params:
+        key, sep, raw = param.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"{param!r}: expected KEY=VALUE with KEY a name, e.g. param=123")
+        try:
+            payload[key] = json.loads(raw)
+        except ValueError:
+            payload[key] = raw
+    return payload
+
+
+def _ds_check(args: argparse.Namespace) -> int:
+    """Check a .ds discovery file and list its services, exchanges and notification exchanges."""
+    ds = DSFile(args.file)
+    if not ds.services:
+        raise UsageError(f"{args.file}: no services (expected [service] sections with 'exchange')")
+    width = max(len(name) for name in ds.services)
+    print(f"{args.file}: {len(ds.services)} service(s)")
+    for entry in ds.services.values():
+        notes = f"  notifications: {entry.notifications}" if entry.notifications else ""
+        print(f"  {entry.service:<{width}}  exchange: {entry.exchange}{notes}")
+    return 0
+
+
+def _topology(args: argparse.Namespace) -> int:
+    """Print the exchanges, queues and bindings the server of CONFIG declares (nothing is sent)."""
+    from tavrida2.server import Server
+
+    loaded = configfile.load(args.config)
+    loaded.bind_discovery()
+    srv = Server(loaded.connection, loaded.queue_name, loaded.exchange_name, loaded.controllers)
+    topology = srv.topology()
+    print("exchanges:")
+    for exchange in topology.exchanges:
+        print(f"  {exchange.name} ({exchange.type}{', durable' if exchange.durable else ''})")
+    print("queues:")
+    for queue in topology.queues:
+        arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
+        print(f"  {queue.name}{' (durable)' if queue.durable else ''}{arguments}")
+    print("bindings:")
+    for binding in topology.bindings:
+        print(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    return 0
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"tavrida2: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tavrida2`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        _fail(EXIT_USAGE, f"error: {exc}")
+    except exceptions.ConfigError as exc:
+        _fail(EXIT_USAGE, f"error: {exc._kwargs.get('reason', exc)}")
+    except (
+        exceptions.UnableToDiscover,
+        exceptions.WrongEntryPointFormat,
+        exceptions.IncorrectAMQPConfig,
+    ) as exc:
+        _fail(EXIT_USAGE, f"error: {exc}")
+    except exceptions.RemoteError as exc:
+        _fail(
+            EXIT_FAILED,
+            f"remote error: {exc.remote_class}: {exc.remote_message} (code {exc.code})",
+        )
+    except (exceptions.TavridaError, TimeoutError) as exc:
+        _fail(EXIT_FAILED, f"failed: {exc}")
+    except (ValueError, TypeError) as exc:
+        _fail(EXIT_USAGE, f"error: {exc}")
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["build_parser", "main", "parse_params"]

@@ -1,0 +1,370 @@
+"""A server described by an INI file, as in the Tavrida 1.0 examples.
+
+::
+
+    [server]
+    queue_name = "hello_queue"
+    exchange_name = "hello_exchange"
+    ; the .ds file of every service that names none itself (relative to this file)
+    discovery = "services.ds"
+    services = [{"name": "test_hello", "controller": "hello.HelloController",
+                 "subscriptions": ["test_world"]}]
+
+    [connection]
+    host = localhost
+    port = 5672
+    username = guest
+    password = guest
+    virtual_host = /
+    async_engine = false
+
+    [ssl]
+    ca_certs = /etc/ssl/ca.pem
+
+Values are JSON where they parse as JSON (numbers, ``true``, lists, objects,
+"quoted strings"), plain strings otherwise; booleans also accept yes/no/on/off.
+The file is checked against a JSON Schema (:data:`SCHEMA`): an unknown key, a
+missing required key or a value of the wrong type is a :class:`ConfigError`
+naming the file, the section, the key and what was expected. Controllers are
+imported by dotted path (``module.Class``), looked up first in the folder of
+the config file. ``TAVRIDA2_URL`` in the environment overrides the broker
+address (host, port, credentials, virtual host, TLS) of ``[connection]``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from tavrida2 import exceptions
+from tavrida2.config import ConnectionConfig, Credentials
+from tavrida2.discovery.base import AbstractDiscovery
+from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
+from tavrida2.service import ServiceController
+
+#: Environment variable whose URL overrides the broker address of ``[connection]``.
+URL_VARIABLE = "TAVRIDA2_URL"
+
+_BOOL_WORDS = {"yes": True, "on": True, "no": False, "off": False, "true": True, "false": False}
+_NAME = {"type": "string", "minLength": 1}
+_SERVICE = {
+    "type": "object",
+    "properties": {
+        "name": _NAME,
+        "controller": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$"},
+        "discovery": _NAME,
+        "subscriptions": {"type": "array", "items": _NAME},
+    },
+    "required": ["name", "controller"],
+    "additionalProperties": False,
+}
+#: The JSON Schema every server config file is checked against.
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "server": {
+            "type": "object",
+            "properties": {
+                "queue_name": _NAME,
+                "exchange_name": _NAME,
+                "discovery": _NAME,
+                "services": {"type": "array", "items": _SERVICE, "minItems": 1},
+            },
+            "required": ["queue_name", "exchange_name", "services"],
+            "additionalProperties": False,
+        },
+        "connection": {
+            "type": "object",
+            "properties": {
+                "host": _NAME,
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "username": {"type": "string"},
+                "password": {"type": "string"},
+                "virtual_host": _NAME,
+                "heartbeat_interval": {"type": "number", "minimum": 0},
+                "connection_attempts": {"type": "integer", "minimum": 1},
+                "retry_delay": {"type": "number", "minimum": 0},
+                "socket_timeout": {"type": "number", "minimum": 0},
+                "reconnect_attempts": {"type": "integer"},
+                "async_engine": {"type": "boolean"},
+                "ssl": {"type": "boolean"},
+                "prefetch_count": {"type": "integer", "minimum": 0},
+                "publish_timeout": {"type": "number", "minimum": 0},
+                "persistent": {"type": "boolean"},
+                "connection_name": _NAME,
+            },
+            "additionalProperties": False,
+        },
+        "ssl": {
+            "type": "object",
+            "properties": {
+                "ca_certs": _NAME,
+                "certfile": _NAME,
+                "keyfile": _NAME,
+                "server_hostname": _NAME,
+            },
+            "additionalProperties": False,
+        },
+    },
+    "required": ["server"],
+    "additionalProperties": False,
+}
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+_BOOLEAN_KEYS = frozenset(
+    key for key, spec in SCHEMA["properties"]["connection"]["properties"].items()
+    if spec.get("type") == "boolean"
+)
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """One service of ``[server] services``: its controller class and discovery."""
+
+    name: str
+    controller: type[ServiceController]
+    discovery: AbstractDiscovery
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A loaded, checked server config file."""
+
+    path: str
+    queue_name: str
+    exchange_name: str
+    services: tuple[ServiceEntry, ...]
+    connection: ConnectionConfig
+
+    @property
+    def controllers(self) -> list[type[ServiceController]]:
+        return [entry.controller for entry in self.services]
+
+    def bind_discovery(self) -> None:
+        """Give every controller class the discovery its entry names."""
+        for entry in self.services:
+            entry.controller.set_discovery(entry.discovery)
+
+
+def _error(path: str, where: str, problem: str) -> exceptions.ConfigError:
+    return exceptions.ConfigError(reason=f"{path}, {where}: {problem}")
+
+
+def read_sections(path: str) -> dict[str, dict[str, Any]]:
+    """The file's sections as dicts of decoded values (see the module docstring)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys as written
+    try:
+        with open(path, encoding="utf-8") as stream:
+            parser.read_file(stream)
+    except FileNotFoundError:
+        raise exceptions.ConfigError(reason=f"{path}: no such config file") from None
+    except OSError as exc:
+        raise exceptions.ConfigError(
+            reason=f"{path}: cannot read the config file ({exc.strerror or exc})"
+        ) from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise exceptions.ConfigError(
+            reason=f"{path}: not a valid INI file ({' '.join(str(exc).split())})"
+        ) from None
+    sections: dict[str, dict[str, Any]] = {}
+    for section in parser.sections():
+        values: dict[str, Any] = {}
+        for key, raw in parser.items(section):
+            values[key] = _decode(raw, key in _BOOLEAN_KEYS and section == "connection")
+        sections[section] = values
+    return sections
+
+
+def _decode(raw: str, boolean: bool) -> Any:
+    text = raw.strip()
+    if boolean and text.lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[text.lower()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _check(path: str, sections: dict[str, dict[str, Any]]) -> None:
+    """Check ``sections`` against :data:`SCHEMA`; raise for the first problem, in words."""
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(sections))
+    if error is None:
+        return
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        if not where:
+            raise _error(path, f"section [{extra[0]}]", f"unknown section; expected {known}")
+        raise _error(
+            path, _where(where), f"unknown key {extra[0]!r}; the known keys are {known}"
+        )
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else error.message
+        if not where:
+            raise _error(path, f"section [{missing}]", "missing; it is required")
+        raise _error(path, _where(where), f"key {missing!r} is missing; it is required")
+    raise _error(
+        path, _where(where), f"{error.instance!r} is not valid: expected {_expected(error)}"
+    )
+
+
+def _where(parts: list[Any]) -> str:
+    text = f"section [{parts[0]}]"
+    if len(parts) > 1:
+        text += f", key {parts[1]!r}"
+    if len(parts) > 2:
+        text += ", item " + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[2:])
+    return text
+
+
+def _expected(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    kind = schema.get("type")
+    words = {
+        "string": "a text",
+        "integer": "a whole number",
+        "number": "a number",
+        "boolean": "true or false",
+        "array": "a JSON list",
+        "object": "a JSON object",
+    }
+    if error.validator in ("minimum", "maximum", "minLength", "minItems", "pattern"):
+        return error.message
+    if isinstance(kind, str):
+        return words.get(kind, kind)
+    return error.message
+
+
+def import_controller(path: str, dotted: str, where: str) -> type[ServiceController]:
+    """The class ``module.Class`` named by ``dotted``, looked up first beside the config file."""
+    module_name, _, class_name = dotted.rpartition(".")
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _error(
+            path, where, f"cannot import module {module_name!r} for controller {dotted!r} ({exc})"
+        ) from None
+    except Exception as exc:  # the user's module failed while importing
+        raise _error(
+            path,
+            where,
+            f"importing module {module_name!r} for controller {dotted!r} failed: "
+            f"{type(exc).__name__}: {exc}",
+        ) from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ServiceController)):
+        raise _error(
+            path,
+            where,
+            f"{dotted!r} is not a service controller class (expected a subclass of "
+            "tavrida2.service.ServiceController decorated with @dispatcher.rpc_service)",
+        )
+    return cls
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read, check and resolve a server config file (controllers imported, discovery read)."""
+    file = os.fspath(path)
+    sections = read_sections(file)
+    _check(file, sections)
+    server = sections["server"]
+    folder = os.path.dirname(os.path.abspath(file))
+    entries = []
+    for index, service in enumerate(server["services"]):
+        where = f"section [server], key 'services', item [{index}]"
+        controller = import_controller(file, service["controller"], where)
+        if controller.service_name != service["name"]:
+            raise _error(
+                file,
+                where,
+                f"controller {service['controller']!r} serves {controller.service_name!r}, "
+                f"not {service['name']!r} (its @dispatcher.rpc_service name)",
+            )
+        ds_path = service.get("discovery") or server.get("discovery")
+        if not ds_path:
+            raise _error(
+                file,
+                where,
+                "no discovery: give the service a 'discovery' key or [server] a 'discovery' "
+                "key (the path of a .ds file)",
+            )
+        ds_file = os.path.join(folder, ds_path)
+        listed = DSFile(ds_file).services.get(service["name"])
+        if listed is None:
+            raise _error(
+                file,
+                where,
+                f"the discovery file {ds_file} has no section [{service['name']}] for this "
+                "service; expected one with its 'exchange'",
+            )
+        if listed.exchange != server["exchange_name"]:
+            raise _error(
+                file,
+                where,
+                f"the discovery file {ds_file} says callers reach {service['name']!r} on "
+                f"exchange {listed.exchange!r}, but this server consumes from "
+                f"{server['exchange_name']!r} (its exchange_name): expected the same name",
+            )
+        discovery = FileBasedDiscoveryService(
+            ds_file, service["name"], list(service.get("subscriptions", []))
+        )
+        entries.append(ServiceEntry(service["name"], controller, discovery))
+    return ServerConfig(
+        file,
+        server["queue_name"],
+        server["exchange_name"],
+        tuple(entries),
+        connection_config(file, sections, os.environ if environ is None else environ),
+    )
+
+
+def connection_config(
+    path: str, sections: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]
+) -> ConnectionConfig:
+    """``[connection]`` and ``[ssl]`` as a :class:`ConnectionConfig`; ``TAVRIDA2_URL`` wins."""
+    values = dict(sections.get("connection", {}))
+    username = values.pop("username", "guest")
+    password = values.pop("password", "guest")
+    kwargs: dict[str, Any] = dict(values)
+    kwargs["credentials"] = Credentials(username, password)
+    if sections.get("ssl"):
+        kwargs["ssl_options"] = dict(sections["ssl"])
+    url = environ.get(URL_VARIABLE)
+    if url:
+        try:
+            from_url = ConnectionConfig.from_url(url)
+        except exceptions.TavridaError as exc:
+            raise exceptions.ConfigError(reason=f"{URL_VARIABLE}: {exc}") from None
+        for name in ("host", "port", "credentials", "virtual_host", "ssl", "driver"):
+            kwargs[name] = getattr(from_url, name)
+        kwargs["memory_broker"] = from_url.memory_broker
+    try:
+        return ConnectionConfig(**kwargs)
+    except exceptions.ConfigError as exc:
+        reason = exc._kwargs.get("reason", str(exc))
+        raise _error(path, "section [connection]", str(reason)) from None
+
+
+__all__ = [
+    "SCHEMA",
+    "URL_VARIABLE",
+    "ServerConfig",
+    "ServiceEntry",
+    "connection_config",
+    "import_controller",
+    "load",
+    "read_sections",
+]
