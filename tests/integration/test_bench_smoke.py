@@ -30,6 +30,8 @@ def test_bench_tavrida2_engines_complete_every_workload(tmp_path: Path) -> None:
             "tavrida2-sync,tavrida2-async",
             "--scale",
             "0.01",
+            "--reps",
+            "1",
         ],
         cwd=ROOT,
         env=env,
