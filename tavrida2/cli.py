@@ -69,9 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tavrida2 {_version()}")
     parser.add_argument(
         "--log-level",
-        default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="what to log on stderr (default WARNING; `run` logs at INFO)",
+        help="what to log on stderr (default: INFO for `run`, WARNING otherwise)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -130,8 +129,6 @@ def _run(args: argparse.Namespace) -> int:
     """Serve the services of CONFIG until SIGINT or SIGTERM."""
     from tavrida2.server import CLIServer
 
-    if args.log_level == "WARNING":
-        logging.getLogger("tavrida2").setLevel(logging.INFO)
     srv = CLIServer(args.config)
     print(
         f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
@@ -260,10 +257,15 @@ def _fail(code: int, message: str) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tavrida2`` command."""
     args = build_parser().parse_args(argv)
+    level = args.log_level or ("INFO" if args.handler is _run else "WARNING")
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if level != "DEBUG":
+        # tavrida2 says what went wrong with the connection in its own words; the
+        # AMQP libraries would add their tracebacks
+        for library in ("pika", "aio_pika", "aiormq"):
+            logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
         return int(args.handler(args))
     except UsageError as exc:

@@ -4,14 +4,26 @@ The four handler decorators only record what they handle on the function
 (:class:`HandlerSpec`); :func:`rpc_service` reads those records once, when the
 class is defined, into the class's own dispatcher and the global
 :class:`~tavrida2.router.Router`.
+
+A handler may declare a JSON Schema for its payload (``schema=``). The schema
+is checked and compiled once, by :func:`rpc_service`; each message then costs
+one ``iter_errors`` pass (:meth:`HandlerInfo.validate`), run by the controller
+before the handler's parameters are picked.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+import itertools
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import jsonschema.exceptions
+import jsonschema.validators
+from jsonschema.protocols import Validator
 
 from tavrida2 import entry_point, exceptions
 from tavrida2.controller import AbstractController
@@ -23,6 +35,7 @@ from tavrida2.messages import (
     MessageType,
 )
 from tavrida2.router import Router
+from tavrida2.steps import mask_url_passwords
 
 if TYPE_CHECKING:
     from tavrida2.proxies import RPCProxy
@@ -32,6 +45,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 
 _SPEC_ATTR = "_tavrida_handler"
+#: Payload errors collected per message (the best one is picked among them) and reported.
+_ERRORS_COLLECTED = 20
+_ERRORS_REPORTED = 3
+_ERROR_TEXT_MAX = 200
+_JsonError = jsonschema.exceptions.ValidationError | jsonschema.exceptions.SchemaError
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -55,9 +74,26 @@ class HandlerInfo:
     required: frozenset[str]
     takes_any: bool
     is_coroutine: bool
-    schema: dict[str, Any] | None = None
+    schema: dict[str, Any] | None = field(default=None, compare=False)
     #: Names the handler's (self, message, proxy) take: no payload key may repeat them.
     positional: frozenset[str] = frozenset()
+    #: The compiled ``schema`` (see :func:`compile_schema`), None without one.
+    validator: Validator | None = field(default=None, compare=False, repr=False)
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        """Check ``payload`` against the handler's schema; raise :class:`ValidationError`.
+
+        The message names each failing field by its path, e.g.
+        ``payload.user.age: -1 is less than the minimum of 0``: the most
+        relevant error first (jsonschema's ``best_match``), then a few others.
+        """
+        if self.validator is None:
+            return
+        errors = list(itertools.islice(self.validator.iter_errors(payload), _ERRORS_COLLECTED))
+        if errors:
+            raise exceptions.ValidationError(
+                entry_point=self.entry_point, reason=_describe_errors(errors, "payload")
+            )
 
     def select(self, payload: dict[str, Any], strict: bool) -> dict[str, Any]:
         """The keyword arguments for the handler out of ``payload``.
@@ -90,6 +126,67 @@ class HandlerInfo:
                 handler=self.name, reason=f"unexpected parameter(s) {', '.join(sorted(extra))}"
             )
         return {k: v for k, v in payload.items() if k in self.params}
+
+
+def compile_schema(schema: Mapping[str, Any], handler: str) -> Validator:
+    """A reusable validator for ``schema``; :class:`ConfigError` naming ``handler`` if invalid.
+
+    The draft is the one named by ``$schema``, Draft 2020-12 without one; an
+    unknown ``$schema`` is an error rather than a silent fallback.
+    """
+    if not isinstance(schema, Mapping):
+        raise exceptions.ConfigError(
+            reason=f"the schema of handler {handler} must be a dict (a JSON Schema), "
+            f"got {type(schema).__name__}"
+        )
+    validator_class: type[Validator] = jsonschema.validators.Draft202012Validator
+    if "$schema" in schema:
+        # validator_for falls back to its default for an unknown $schema: two defaults tell.
+        found = {
+            jsonschema.validators.validator_for(schema, default=d)
+            for d in (validator_class, jsonschema.validators.Draft7Validator)
+        }
+        if len(found) > 1:
+            raise exceptions.ConfigError(
+                reason=f"the schema of handler {handler} names an unknown $schema "
+                f"{schema['$schema']!r}"
+            )
+        validator_class = found.pop()
+    try:
+        validator_class.check_schema(dict(schema))
+    except jsonschema.exceptions.SchemaError as exc:
+        raise exceptions.ConfigError(
+            reason=f"the schema of handler {handler} is invalid "
+            f"({validator_class.__name__}): {_describe_error(exc, 'schema')}"
+        ) from None
+    return validator_class(schema)
+
+
+def _describe_errors(errors: list[jsonschema.exceptions.ValidationError], root: str) -> str:
+    """``path: message`` of the best error, then of a few others, joined with "; "."""
+    best = jsonschema.exceptions.best_match(errors)
+    ordered = [best, *(e for e in errors if e is not best)]
+    parts = [_describe_error(e, root) for e in ordered[:_ERRORS_REPORTED]]
+    rest = len(ordered) - _ERRORS_REPORTED
+    if rest > 0:
+        plus = "+" if len(ordered) >= _ERRORS_COLLECTED else ""
+        parts.append(f"and {rest}{plus} more")
+    return "; ".join(parts)
+
+
+def _describe_error(error: _JsonError, root: str) -> str:
+    path = root + "".join(
+        f"[{key}]"
+        if isinstance(key, int)
+        else f".{key}"
+        if _IDENTIFIER.match(key)
+        else f"[{json.dumps(key)}]"
+        for key in error.absolute_path
+    )
+    text = mask_url_passwords(error.message)
+    if len(text) > _ERROR_TEXT_MAX:
+        text = text[: _ERROR_TEXT_MAX - 3] + "..."
+    return f"{path}: {text}"
 
 
 def _describe(
@@ -249,6 +346,10 @@ def _handler_decorator(message_type: MessageType) -> Callable[..., Callable[[F],
             raise TypeError(f"{message_type.value} handler decorator needs method=")
         if service is None and message_type is not MessageType.REQUEST:
             raise TypeError(f"{message_type.value} handler decorator needs service=")
+        if schema is not None and message_type is MessageType.ERROR:
+            raise TypeError("an error handler takes no schema= (an Error's payload is fixed)")
+        if schema is not None and not isinstance(schema, Mapping):
+            raise TypeError(f"schema= must be a dict (a JSON Schema), got {type(schema).__name__}")
 
         def decorator(func: F) -> F:
             setattr(func, _SPEC_ATTR, HandlerSpec(service, method, message_type, schema))
@@ -260,20 +361,38 @@ def _handler_decorator(message_type: MessageType) -> Callable[..., Callable[[F],
 
 
 rpc_method = _handler_decorator(MessageType.REQUEST)
-rpc_method.__doc__ = "Handle requests to ``service.method`` (service defaults to the controller's)."
+rpc_method.__doc__ = """Handle requests to ``service.method`` (service defaults to the controller).
+
+``schema=`` (a JSON Schema of the payload): a request whose payload fails it
+is answered with a ``ValidationError`` (code 1044) naming the field, a cast
+is rejected; the handler is not called. Example::
+
+    @dispatcher.rpc_method(method="register", schema={
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+    })
+    def register(self, request, proxy, name, age=None): ...
+"""
 rpc_response_method = _handler_decorator(MessageType.RESPONSE)
-rpc_response_method.__doc__ = "Handle responses from the remote ``service.method``."
+rpc_response_method.__doc__ = (
+    "Handle responses from the remote ``service.method``; ``schema=`` checks their payload."
+)
 rpc_error_method = _handler_decorator(MessageType.ERROR)
 rpc_error_method.__doc__ = "Handle errors from the remote ``service.method``; takes (error, proxy)."
 subscription_method = _handler_decorator(MessageType.NOTIFICATION)
-subscription_method.__doc__ = "Handle notifications published by ``service`` from ``method``."
+subscription_method.__doc__ = (
+    "Handle notifications published by ``service`` from ``method``; ``schema=`` checks their "
+    "payload (a notification that fails it is rejected, its handler not called)."
+)
 
 
 def rpc_service(service_name: str) -> Callable[[C], C]:
     """Declare a :class:`~tavrida2.service.ServiceController` class as service ``service_name``.
 
     Registers its handlers in a dispatcher of its own and the class in the
-    :class:`~tavrida2.router.Router`.
+    :class:`~tavrida2.router.Router`; compiles their payload schemas (an invalid
+    one raises :class:`~tavrida2.exceptions.ConfigError` here, naming the handler).
     """
     if not service_name or "." in service_name:
         raise exceptions.WrongEntryPointFormat(value=service_name)
@@ -295,7 +414,16 @@ def rpc_service(service_name: str) -> Callable[[C], C]:
             service = spec.service or service_name
             ep = f"{service}.{spec.method}"
             entry_point.parse(ep)
-            info = replace(_describe(attr_name, func, spec.message_type, ep), schema=spec.schema)
+            validator = None
+            if spec.schema is not None:
+                validator = compile_schema(
+                    spec.schema, f"{cls.__module__}.{cls.__name__}.{attr_name} ({ep})"
+                )
+            info = replace(
+                _describe(attr_name, func, spec.message_type, ep),
+                schema=spec.schema,
+                validator=validator,
+            )
             disp.register(ep, spec.message_type, attr_name, info)
             if spec.message_type is MessageType.NOTIFICATION:
                 router.register_subscription(service, cls)
@@ -309,6 +437,7 @@ __all__ = [
     "Dispatcher",
     "HandlerInfo",
     "HandlerSpec",
+    "compile_schema",
     "rpc_error_method",
     "rpc_method",
     "rpc_response_method",

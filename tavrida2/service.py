@@ -49,6 +49,11 @@ class ServiceController(AbstractController):
 
     Set ``strict_parameters = True`` on a controller to reject payload keys that
     its handlers do not take, instead of dropping them.
+
+    A handler declared with ``schema=`` gets only payloads that its JSON Schema
+    accepts (checked after the incoming middlewares): a request that fails it
+    is answered with a ``ValidationError`` (code 1044) naming the field, a cast
+    or notification is rejected (dead-lettered where the queue has a DLX).
     """
 
     service_name: ClassVar[str] = ""
@@ -180,6 +185,8 @@ class ServiceController(AbstractController):
             )
             if checked is None:
                 return None
+            if info.validator is not None:
+                info.validate(checked.payload)
             checked.update_context(checked.payload)
             kwargs = info.select(checked.payload, self.strict_parameters)
             return getattr(self, info.name), checked, kwargs, info

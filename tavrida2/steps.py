@@ -1,8 +1,15 @@
-"""Built-in pipeline steps: validate headers, build messages, log (masking secrets)."""
+"""Built-in pipeline steps: validate headers, build messages, log (masking secrets).
+
+:class:`LoggingMiddleware` holds the one masking implementation of tavrida2:
+the engine's error logs, the AMQP logging steps here and the message logging
+middlewares of :mod:`tavrida2.middleware.log_messages` all use it.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,6 +17,23 @@ from tavrida2.controller import AbstractController
 from tavrida2.messages import AMQPMessage, IncomingMessageFactory, Message
 
 _factory = IncomingMessageFactory()
+
+#: ``scheme://user:password@host``: the password is everything between the first
+#: ``:`` after the user and the last ``@`` of the token (a raw ``@`` or ``/`` in it
+#: is masked too); a token ends at whitespace, a quote or ``<>``.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#:\"'<>]*:)[^\s\"'<>]*@")
+_MASK = "***"
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    >>> mask_url_passwords("amqp://guest:s3cret@rabbit:5672/%2F")
+    'amqp://guest:***@rabbit:5672/%2F'
+    """
+    if "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(rf"\g<head>{_MASK}@", text)
 
 
 class ValidateMessageMiddleware(AbstractController):
@@ -35,17 +59,61 @@ class CreateAMQPMiddleware(AbstractController):
 
 
 class LoggingMiddleware(AbstractController):
-    """Base of the logging steps: hides the values of sensitive headers."""
+    """Base of the logging steps: hides secrets in what they log.
+
+    The values of sensitive headers (``authorization``, ``proxy-authorization``
+    and ``sensitive_headers``, compared case-insensitively) become ``***``, in
+    headers and, at any depth, in payloads; so does the password of any URL in
+    a value (``amqp://user:***@host``). ``logger`` is a logger or its name
+    (default ``tavrida2.messages``).
+    """
 
     SENSITIVE_HEADERS: tuple[str, ...] = ("authorization", "proxy-authorization")
-    MASK = "***"
+    MASK = _MASK
 
-    def __init__(self, sensitive_headers: Iterable[str] = (), logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        sensitive_headers: Iterable[str] = (),
+        logger: logging.Logger | str | None = None,
+    ) -> None:
+        if isinstance(sensitive_headers, str):
+            raise TypeError("sensitive_headers must be a list of header names, not a str")
         self.sensitive = frozenset(h.lower() for h in (*self.SENSITIVE_HEADERS, *sensitive_headers))
-        self.log = logger or logging.getLogger("tavrida2.messages")
+        if logger is None or isinstance(logger, str):
+            logger = logging.getLogger(logger or "tavrida2.messages")
+        self.log = logger
 
     def mask(self, headers: dict[str, Any]) -> dict[str, Any]:
-        return {k: self.MASK if k.lower() in self.sensitive else v for k, v in headers.items()}
+        """A copy of ``headers`` with sensitive values and URL passwords masked."""
+        return self.mask_value(headers)  # type: ignore[no-any-return]
+
+    def mask_value(self, value: Any) -> Any:
+        """A copy of ``value`` (a payload, headers, a string...) with its secrets masked."""
+        if isinstance(value, str):
+            return mask_url_passwords(value)
+        if isinstance(value, dict):
+            return {
+                k: self.MASK
+                if isinstance(k, str) and k.lower() in self.sensitive
+                else self.mask_value(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.mask_value(v) for v in value]
+        if isinstance(value, bytes | bytearray):
+            return self.mask_body(value)
+        return value
+
+    def mask_body(self, body: bytes | bytearray | str) -> Any:
+        """A raw body, masked: its JSON parsed and masked, or its text with URLs masked."""
+        try:
+            text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
+        except UnicodeDecodeError:
+            return repr(body)
+        try:
+            return self.mask_value(json.loads(text))
+        except (ValueError, RecursionError):
+            return mask_url_passwords(text)
 
 
 class LogIncomingAMQPMessageMiddleware(LoggingMiddleware):
@@ -53,7 +121,9 @@ class LogIncomingAMQPMessageMiddleware(LoggingMiddleware):
 
     def process(self, message: AMQPMessage) -> AMQPMessage:
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("in  headers=%s body=%r", self.mask(message.headers), message.body)
+            self.log.debug(
+                "in  headers=%s body=%r", self.mask(message.headers), self.mask_body(message.body)
+            )
         return message
 
 
@@ -62,7 +132,9 @@ class LogOutgoingAMQPMessageMiddleware(LoggingMiddleware):
 
     def process(self, message: AMQPMessage) -> AMQPMessage:
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("out headers=%s body=%r", self.mask(message.headers), message.body)
+            self.log.debug(
+                "out headers=%s body=%r", self.mask(message.headers), self.mask_body(message.body)
+            )
         return message
 
 
@@ -73,4 +145,5 @@ __all__ = [
     "LogOutgoingAMQPMessageMiddleware",
     "LoggingMiddleware",
     "ValidateMessageMiddleware",
+    "mask_url_passwords",
 ]
