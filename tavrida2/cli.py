@@ -74,9 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser(
-        "run", help=_doc(_run).splitlines()[0], description=_doc(_run)
-    )
+    run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
     run.add_argument("config", metavar="CONFIG", help="the server's INI config file")
     run.set_defaults(handler=_run)
 
@@ -185,7 +183,7 @@ def _request_parts(
         except ValueError as exc:
             raise UsageError(f"--context: not JSON ({exc})") from None
         if not isinstance(context, dict):
-            raise UsageError("--context: expected a JSON object, e.g. '{\"user\": \"ann\"}'")
+            raise UsageError('--context: expected a JSON object, e.g. \'{"user": "ann"}\'')
     disc = LocalDiscovery()
     if args.ds:
         disc.register_remote_service(target.service, DSFile(args.ds).get(target.service).exchange)

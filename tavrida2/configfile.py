@@ -120,7 +120,8 @@ SCHEMA: dict[str, Any] = {
 }
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 _BOOLEAN_KEYS = frozenset(
-    key for key, spec in SCHEMA["properties"]["connection"]["properties"].items()
+    key
+    for key, spec in SCHEMA["properties"]["connection"]["properties"].items()
     if spec.get("type") == "boolean"
 )
 
@@ -205,9 +206,7 @@ def _check(path: str, sections: dict[str, dict[str, Any]]) -> None:
         known = ", ".join(sorted(error.schema.get("properties", {})))
         if not where:
             raise _error(path, f"section [{extra[0]}]", f"unknown section; expected {known}")
-        raise _error(
-            path, _where(where), f"unknown key {extra[0]!r}; the known keys are {known}"
-        )
+        raise _error(path, _where(where), f"unknown key {extra[0]!r}; the known keys are {known}")
     if error.validator == "required":
         missing = str(error.message).split("'")[1] if "'" in error.message else error.message
         if not where:

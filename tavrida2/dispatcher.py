@@ -27,6 +27,7 @@ from jsonschema.protocols import Validator
 
 from tavrida2 import entry_point, exceptions
 from tavrida2.controller import AbstractController
+from tavrida2.masking import mask_url_passwords
 from tavrida2.messages import (
     IncomingError,
     IncomingNotification,
@@ -35,7 +36,6 @@ from tavrida2.messages import (
     MessageType,
 )
 from tavrida2.router import Router
-from tavrida2.steps import mask_url_passwords
 
 if TYPE_CHECKING:
     from tavrida2.proxies import RPCProxy

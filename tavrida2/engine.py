@@ -23,6 +23,7 @@ from typing import Any
 
 from tavrida2 import exceptions
 from tavrida2.drivers.base import AsyncDriver, Disposition
+from tavrida2.masking import mask_url_passwords
 from tavrida2.messages import AMQPMessage
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.steps import LoggingMiddleware
@@ -92,7 +93,7 @@ class SyncEngine:
 
 def _log_failure(exc: Exception) -> None:
     cause = exc.__cause__ if isinstance(exc, exceptions.HandlerFailed) else exc
-    log.error("%s; message rejected", exc, exc_info=cause)
+    log.error("%s; message rejected", mask_url_passwords(str(exc)), exc_info=cause)
 
 
 class AsyncOutbox:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 from tavrida2 import entry_point, exceptions
 from tavrida2.entry_point import Destination, EntryPoint, Source
+from tavrida2.masking import mask_url_passwords
 
 
 class MessageType(str, Enum):
@@ -401,7 +402,7 @@ class Error(BaseError, Outgoing):
         self.exception = exception
         payload = {
             "class": fqcn(exception),
-            "message": str(exception),
+            "message": mask_url_passwords(str(exception)),
             "code": exceptions.error_code(exception) if isinstance(exception, Exception) else 1000,
         }
         super().__init__(headers, context, payload)

@@ -18,6 +18,7 @@ from tavrida2.controller import AbstractController
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.local import LocalDiscovery
 from tavrida2.dispatcher import Dispatcher, HandlerInfo
+from tavrida2.masking import mask_url_passwords
 from tavrida2.messages import (
     Error,
     Incoming,
@@ -28,6 +29,7 @@ from tavrida2.messages import (
 from tavrida2.middleware.base import Middleware
 from tavrida2.postprocessor import PostProcessor
 from tavrida2.proxies import RPCProxy
+from tavrida2.steps import describe
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +205,7 @@ class ServiceController(AbstractController):
                     self._publish_answer(message, result)
                 return None
             if not (isinstance(result, Message) and isinstance(result, Incoming)):
-                raise exceptions.IncorrectMessage(message=repr(result))
+                raise exceptions.IncorrectMessage(message=describe(result))
         return result  # type: ignore[no-any-return]
 
     def _fail(self, handler: str, message: Message, exc: Exception) -> None:
@@ -215,13 +217,13 @@ class ServiceController(AbstractController):
                 handler,
                 message.request_id,
                 type(exc).__name__,
-                exc,
+                mask_url_passwords(str(exc)),
                 exc_info=not isinstance(exc, exceptions.AckableException),
             )
             self._send_answer(message, Error.create_by_request(message, exc))
             return
         raise exceptions.HandlerFailed(
-            handler=f"{self.service_name}.{handler}", error=repr(exc)
+            handler=f"{self.service_name}.{handler}", error=mask_url_passwords(repr(exc))
         ) from exc
 
     def _finish(self, message: Message, result: Any) -> None:
@@ -233,7 +235,9 @@ class ServiceController(AbstractController):
 
     def _check_cast_result(self, result: Any) -> None:
         if result is not None and not isinstance(result, dict | Response | Error):
-            log.error("%s: %s", self.service_name, exceptions.WrongResponse(response=repr(result)))
+            log.error(
+                "%s: %s", self.service_name, exceptions.WrongResponse(response=describe(result))
+            )
 
     def _answer(self, message: IncomingRequestCall, result: Any) -> Response | Error:
         """The answer to ``message`` for ``result``, through the outgoing middlewares."""
@@ -244,7 +248,7 @@ class ServiceController(AbstractController):
         elif isinstance(result, Response | Error):
             answer = result
         else:
-            error = exceptions.WrongResponse(response=repr(result))
+            error = exceptions.WrongResponse(response=describe(result))
             log.error("%s: %s", self.service_name, error)
             answer = Error.create_by_request(message, error)
         return (
@@ -264,7 +268,7 @@ class ServiceController(AbstractController):
             for middleware in self._outgoing_middlewares:
                 result = middleware.process(result)
                 if not isinstance(result, Response | Error):
-                    raise exceptions.IncorrectOutgoingMessage(message=repr(result))
+                    raise exceptions.IncorrectOutgoingMessage(message=describe(result))
         except Exception as exc:
             log.error(
                 "%s: outgoing middleware failed: %s: %s",

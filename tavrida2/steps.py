@@ -9,31 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from tavrida2.controller import AbstractController
+from tavrida2.masking import mask_url_passwords
 from tavrida2.messages import AMQPMessage, IncomingMessageFactory, Message
 
 _factory = IncomingMessageFactory()
 
-#: ``scheme://user:password@host``: the password is everything between the first
-#: ``:`` after the user and the last ``@`` of the token (a raw ``@`` or ``/`` in it
-#: is masked too); a token ends at whitespace, a quote or ``<>``.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#:\"'<>]*:)[^\s\"'<>]*@")
 _MASK = "***"
-
-
-def mask_url_passwords(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``.
-
-    >>> mask_url_passwords("amqp://guest:s3cret@rabbit:5672/%2F")
-    'amqp://guest:***@rabbit:5672/%2F'
-    """
-    if "://" not in text:
-        return text
-    return _URL_PASSWORD.sub(rf"\g<head>{_MASK}@", text)
 
 
 class ValidateMessageMiddleware(AbstractController):
@@ -116,6 +101,22 @@ class LoggingMiddleware(AbstractController):
             return mask_url_passwords(text)
 
 
+def describe(value: Any, limit: int = 300) -> str:
+    """``repr`` of what a handler or middleware returned, secrets masked, bounded.
+
+    For error messages that are logged and sent to a caller.
+    """
+    if isinstance(value, Message):
+        masker = _default_masker
+        text = (
+            f"{type(value).__name__}(headers={masker.mask(value.headers)!r}, "
+            f"payload={masker.mask_value(value.payload)!r})"
+        )
+    else:
+        text = mask_url_passwords(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class LogIncomingAMQPMessageMiddleware(LoggingMiddleware):
     """Logs headers and body of incoming AMQP messages at DEBUG; returns the message."""
 
@@ -138,6 +139,8 @@ class LogOutgoingAMQPMessageMiddleware(LoggingMiddleware):
         return message
 
 
+_default_masker = LoggingMiddleware()
+
 __all__ = [
     "CreateAMQPMiddleware",
     "CreateMessageMiddleware",
@@ -145,5 +148,6 @@ __all__ = [
     "LogOutgoingAMQPMessageMiddleware",
     "LoggingMiddleware",
     "ValidateMessageMiddleware",
+    "describe",
     "mask_url_passwords",
 ]
