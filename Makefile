@@ -4,18 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit lint typecheck rabbitmq bench clean
+.PHONY: demo test unit lint typecheck rabbitmq bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the Hello/World tutorial in one process, on the in-memory broker
 	$(BIN)/python samples/demo.py
 
-test: $(STAMP) lint rabbitmq  ## lint, type-check, then every test (RabbitMQ ones included)
+test: $(STAMP) docs lint rabbitmq  ## docs, lint, type-check, then every test (RabbitMQ ones included)
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)  ## tests that need no broker
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if installed)
 	@bash scripts/ensure-rabbitmq.sh
+
+# -E reads every page again: an incremental build would not repeat the warnings of
+# pages it does not re-read, and a second `make docs` would pass.
+docs: $(STAMP)  ## the Sphinx docs in docs/_build/html; a warning fails the build
+	$(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
 bench: $(STAMP) rabbitmq  ## tavrida2 vs raw pika / aio-pika / aiormq, one run (docs/benchmarks.md)
 	$(BIN)/python bench/run.py

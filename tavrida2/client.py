@@ -22,7 +22,7 @@ from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, PendingPublish, SyncDriver
 from tavrida2.messages import AMQPMessage
 from tavrida2.postprocessor import PostProcessor
-from tavrida2.proxies import RPCMethodProxy, RPCProxy, RPCServiceProxy
+from tavrida2.proxies import RPCProxy, RPCServiceProxy
 
 
 class _ClientBase:
@@ -71,17 +71,18 @@ class _ClientBase:
     def _closed_error(self) -> exceptions.ConnectionClosed:
         return exceptions.ConnectionClosed(reason=f"the {type(self).__name__} is closed")
 
-    def __getattr__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
+    # Any, not the proxy classes: ``cli.svc.method(...)`` must type-check in user code
+    def __getattr__(self, item: str) -> Any:
         if item.startswith("_"):
             raise AttributeError(item)
         return self[item]
 
-    def __getitem__(self, item: str) -> RPCServiceProxy | RPCMethodProxy:
+    def __getitem__(self, item: str) -> Any:
         """``cli["name"]`` is ``cli.name``, for names that clash with the client's own."""
         if self._closed:
             raise self._closed_error()
         if self._service is not None:
-            return getattr(self._service_proxy(self._service), item)  # type: ignore[no-any-return]
+            return getattr(self._service_proxy(self._service), item)
         return self._service_proxy(item)
 
     def _service_proxy(self, name: str) -> RPCServiceProxy:
