@@ -32,12 +32,12 @@ class _ClientBase:
         self,
         config: ConnectionConfig,
         discovery: AbstractDiscovery,
-        source: str | entry_point.EntryPoint,
-        context: dict[str, Any] | None,
-        headers: dict[str, Any] | None,
-        service: str | None,
-        correlation_id: str,
-        timeout: float,
+        source: str | entry_point.EntryPoint = "",
+        context: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        service: str | None = None,
+        correlation_id: str = "",
+        timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -51,7 +51,9 @@ class _ClientBase:
         self._service = service
         self._closed = False
         self._timeout = check_timeout(timeout, DEFAULT_CALL_TIMEOUT)
-        self._postprocessor = PostProcessor(self._publisher(), discovery)
+        self._transport = self._make_transport()
+        # the transport publishes, and sends the requests whose caller waits
+        self._postprocessor = PostProcessor(self._transport, discovery, self._transport)
         self._proxy = RPCProxy(
             self._postprocessor,
             self._source,
@@ -65,7 +67,7 @@ class _ClientBase:
         if service is not None:
             discovery.get_remote(service)
 
-    def _publisher(self) -> Any:
+    def _make_transport(self) -> Any:
         raise NotImplementedError
 
     def _closed_error(self) -> exceptions.ConnectionClosed:
@@ -177,25 +179,10 @@ class RPCClient(_ClientBase):
             print(answer.payload)
     """
 
-    def __init__(
-        self,
-        config: ConnectionConfig,
-        discovery: AbstractDiscovery,
-        source: str | entry_point.EntryPoint = "",
-        context: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-        service: str | None = None,
-        correlation_id: str = "",
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-    ) -> None:
-        self._transport = _SyncTransport(self)
-        super().__init__(
-            config, discovery, source, context, headers, service, correlation_id, timeout
-        )
-        self._postprocessor.calls = self._transport
+    _transport: _SyncTransport
 
-    def _publisher(self) -> _SyncTransport:
-        return self._transport
+    def _make_transport(self) -> _SyncTransport:
+        return _SyncTransport(self)
 
     def close(self) -> None:
         """Close the connection; waiting calls end with ``ConnectionClosed``, later ones too."""
@@ -289,25 +276,10 @@ class AsyncRPCClient(_ClientBase):
             answer = await cli.test_hello.hello(param=123).call(timeout=5)
     """
 
-    def __init__(
-        self,
-        config: ConnectionConfig,
-        discovery: AbstractDiscovery,
-        source: str | entry_point.EntryPoint = "",
-        context: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-        service: str | None = None,
-        correlation_id: str = "",
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-    ) -> None:
-        self._transport = _AsyncTransport(self)
-        super().__init__(
-            config, discovery, source, context, headers, service, correlation_id, timeout
-        )
-        self._postprocessor.calls = self._transport
+    _transport: _AsyncTransport
 
-    def _publisher(self) -> _AsyncTransport:
-        return self._transport
+    def _make_transport(self) -> _AsyncTransport:
+        return _AsyncTransport(self)
 
     async def connect(self) -> None:
         """Open the connection now (else the first call or cast opens it)."""
