@@ -7,9 +7,12 @@ executor; what they send is published at once in tasks of its own, and the
 delivery is settled only after all of it was confirmed.
 
 Dispositions: handled (even if the answer is an Error) -> ACK; a message that
-can never be handled, or a cast/notification whose handler failed -> REJECT
-(dead-lettered where the queue has a dead-letter exchange). Every rejection is
-logged with its reason.
+can never be handled is dead-lettered, a cast/notification whose handler
+failed retried, then dead-lettered (:mod:`tavrida2.deadletter`: the copy is
+published and confirmed, then the original ACKed); without dead letters, or
+if the copy cannot be published -> REJECT (the broker dead-letters it where
+the queue has a dead-letter exchange). Every failure is logged with its reason
+and what became of the message.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tavrida2 import exceptions
+from tavrida2.deadletter import DeadLetters
 from tavrida2.drivers.base import AsyncDriver, Disposition
 from tavrida2.masking import mask_url_passwords
 from tavrida2.messages import AMQPMessage
@@ -71,29 +75,81 @@ def _unhandleable(
 
 
 class SyncEngine:
-    """Handles deliveries of a sync driver, one at a time."""
+    """Handles deliveries of a sync driver, one at a time.
 
-    def __init__(self, preprocessor: PreProcessor) -> None:
+    With ``dead_letters`` (and the ``publish`` of the driver), what cannot be
+    handled is dead-lettered and failing casts are retried (see
+    :mod:`tavrida2.deadletter`); without, they are rejected.
+    """
+
+    def __init__(
+        self,
+        preprocessor: PreProcessor,
+        dead_letters: DeadLetters | None = None,
+        publish: Callable[[str, str, AMQPMessage, bool], Any] | None = None,
+    ) -> None:
         self._preprocessor = preprocessor
+        self._dead_letters = dead_letters if publish is not None else None
+        self._publish = publish
 
     def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
-            return _unhandleable(self._preprocessor, amqp_message, error)
-        disposition = Disposition.ACK
+            disposition = _unhandleable(self._preprocessor, amqp_message, error)
+            if disposition is Disposition.REJECT and self._dead_letters is not None:
+                exchange, routing_key, copy = self._dead_letters.unhandleable(amqp_message, error)
+                return self._send(exchange, routing_key, copy, "dead-lettered")
+            return disposition
+        failure: Exception | None = None
         for controller, info, message, proxy in jobs:
             try:
                 controller.handle(info, message, proxy)
             except Exception as exc:
-                _log_failure(exc)
-                disposition = Disposition.REJECT
-        return disposition
+                failure = exc
+        if failure is None:
+            return Disposition.ACK
+        if self._dead_letters is None:
+            _log_failure(failure, "message rejected")
+            return Disposition.REJECT
+        exchange, routing_key, copy, retried = self._dead_letters.after_failure(
+            amqp_message, failure
+        )
+        _log_failure(failure, _fate(self._dead_letters, copy, retried))
+        return self._send(exchange, routing_key, copy, "retried" if retried else "dead-lettered")
+
+    def _send(self, exchange: str, routing_key: str, copy: AMQPMessage, what: str) -> Disposition:
+        assert self._publish is not None
+        try:
+            self._publish(exchange, routing_key, copy, True)
+        except exceptions.TavridaError as exc:
+            return _not_sent(what, exc)
+        return Disposition.ACK
 
 
-def _log_failure(exc: Exception) -> None:
+def _fate(dead_letters: DeadLetters, copy: AMQPMessage, retried: bool) -> str:
+    if retried:
+        attempt = copy.headers.get("x-tavrida2-attempt")
+        return (
+            f"retried in {int(copy.expiration or 0) / 1000:g} s "
+            f"(attempt {attempt} of {dead_letters.policy.max_attempts})"
+        )
+    return f"message rejected: dead-lettered to {dead_letters.policy.queue}"
+
+
+def _not_sent(what: str, exc: Exception) -> Disposition:
+    log.error(
+        "could not be %s (%s); rejected: the broker dead-letters it to the queue's "
+        "dead-letter exchange",
+        what,
+        exc,
+    )
+    return Disposition.REJECT
+
+
+def _log_failure(exc: Exception, fate: str) -> None:
     cause = exc.__cause__ if isinstance(exc, exceptions.HandlerFailed) else exc
-    log.error("%s; message rejected", mask_url_passwords(str(exc)), exc_info=cause)
+    log.error("%s; %s", mask_url_passwords(str(exc)), fate, exc_info=cause)
 
 
 class AsyncOutbox:
@@ -141,10 +197,14 @@ class AsyncEngine:
         preprocessor: PreProcessor,
         loop: asyncio.AbstractEventLoop,
         executor: concurrent.futures.Executor | None = None,
+        dead_letters: DeadLetters | None = None,
+        driver: AsyncDriver | None = None,
     ) -> None:
         self._preprocessor = preprocessor
         self._loop = loop
         self._executor = executor
+        self._dead_letters = dead_letters if driver is not None else None
+        self._driver = driver
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         context = contextvars.copy_context()
@@ -154,18 +214,33 @@ class AsyncEngine:
         pending: list[PendingPublish] = []
         _pending.set(pending)
         disposition = Disposition.ACK
+        failure: Exception | None = None
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
             if _unhandleable(self._preprocessor, amqp_message, error) is Disposition.REJECT:
-                return Disposition.REJECT
+                if self._dead_letters is None:
+                    return Disposition.REJECT
+                exchange, routing_key, copy = self._dead_letters.unhandleable(amqp_message, error)
+                return await self._send(exchange, routing_key, copy, "dead-lettered")
             jobs = []  # the caller's Error is pending: await it below
         for controller, info, message, proxy in jobs:
             try:
                 await controller.handle_async(info, message, proxy, self.run_sync)
             except Exception as exc:
-                _log_failure(exc)
+                failure = exc
+        if failure is not None:
+            if self._dead_letters is None:
+                _log_failure(failure, "message rejected")
                 disposition = Disposition.REJECT
+            else:
+                exchange, routing_key, copy, retried = self._dead_letters.after_failure(
+                    amqp_message, failure
+                )
+                _log_failure(failure, _fate(self._dead_letters, copy, retried))
+                disposition = await self._send(
+                    exchange, routing_key, copy, "retried" if retried else "dead-lettered"
+                )
         if pending:
             results = await asyncio.gather(
                 *(
@@ -182,6 +257,16 @@ class AsyncEngine:
                         result,
                     )
         return disposition
+
+    async def _send(
+        self, exchange: str, routing_key: str, copy: AMQPMessage, what: str
+    ) -> Disposition:
+        assert self._driver is not None
+        try:
+            await self._driver.publish(exchange, routing_key, copy, True)
+        except exceptions.TavridaError as exc:
+            return _not_sent(what, exc)
+        return Disposition.ACK
 
 
 __all__ = ["AsyncEngine", "AsyncOutbox", "SyncEngine"]

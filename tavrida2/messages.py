@@ -49,9 +49,23 @@ REQUIRED_HEADERS = (
 )
 #: Epoch milliseconds after which the caller of a request no longer waits.
 DEADLINE_HEADER = "deadline"
+#: How many times a cast or notification has been delivered for handling (1, 2, ...).
+ATTEMPT_HEADER = "x-tavrida2-attempt"
+#: Headers of a dead letter: why, where it failed, where it was first published.
+DEAD_LETTER_HEADERS = (
+    "x-tavrida2-reason",
+    "x-tavrida2-error-class",
+    "x-tavrida2-error-code",
+    "x-tavrida2-queue",
+    "x-tavrida2-exchange",
+    "x-tavrida2-routing-key",
+    "x-tavrida2-dead-lettered-at",
+)
 #: Headers that tavrida2 sets itself; user headers may not override them, and
 #: they do not travel on to the messages a handler sends.
-RESERVED_HEADERS = frozenset((*REQUIRED_HEADERS, "reply_to", DEADLINE_HEADER))
+RESERVED_HEADERS = frozenset(
+    (*REQUIRED_HEADERS, "reply_to", DEADLINE_HEADER, ATTEMPT_HEADER, *DEAD_LETTER_HEADERS)
+)
 _MESSAGE_TYPES = {t.value: t for t in MessageType}
 
 _AnswerT = TypeVar("_AnswerT", bound="Message")
@@ -100,7 +114,16 @@ class AMQPMessage:
     wait for the answer (direct reply-to), not the Tavrida headers.
     """
 
-    __slots__ = ("body", "correlation_id", "expiration", "headers", "redelivered", "reply_to")
+    __slots__ = (
+        "body",
+        "correlation_id",
+        "exchange",
+        "expiration",
+        "headers",
+        "redelivered",
+        "reply_to",
+        "routing_key",
+    )
 
     REQUIRED_HEADERS: ClassVar[tuple[str, ...]] = REQUIRED_HEADERS
     MESSAGE_TYPE: ClassVar[list[str]] = [t.value for t in MessageType]
@@ -113,6 +136,8 @@ class AMQPMessage:
         correlation_id: str | None = None,
         expiration: str | None = None,
         redelivered: bool = False,
+        exchange: str = "",
+        routing_key: str = "",
     ) -> None:
         self.body = body
         self.headers = headers if headers is not None else {}
@@ -120,6 +145,9 @@ class AMQPMessage:
         self.correlation_id = correlation_id
         self.expiration = expiration
         self.redelivered = redelivered
+        #: Where a delivered message was published to (for dead letters and replays).
+        self.exchange = exchange
+        self.routing_key = routing_key
 
     def validate(self) -> None:
         """Check the Tavrida headers; raise the documented error for the first problem."""
@@ -496,7 +524,9 @@ class IncomingMessageFactory:
 
 
 __all__ = [
+    "ATTEMPT_HEADER",
     "DEADLINE_HEADER",
+    "DEAD_LETTER_HEADERS",
     "REQUIRED_HEADERS",
     "RESERVED_HEADERS",
     "AMQPMessage",

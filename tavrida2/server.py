@@ -13,6 +13,7 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
 from tavrida2.config import ConnectionConfig
+from tavrida2.deadletter import DeadLetterPolicy, DeadLetters
 from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
@@ -31,7 +32,10 @@ class Server:
 
     Before it consumes, it declares the exchange (durable topic), the queue,
     a ``<service>.#`` binding per service, every exchange the services'
-    discovery names, and the bindings of their subscriptions. The engine is
+    discovery names, and the bindings of their subscriptions; and, unless
+    ``dead_letters=False``, the queue's dead-letter exchange and queue and its
+    retry queue (``dead_letters=DeadLetterPolicy.for_queue(queue, max_attempts=5)``
+    chooses names and retries; see :mod:`tavrida2.deadletter`). The engine is
     the config's: ``async_engine=False`` (default) handles one message at a
     time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
     with up to ``prefetch_count`` messages in flight.
@@ -50,6 +54,8 @@ class Server:
         queue_name: str,
         exchange_name: str,
         service_list: Sequence[type[ServiceController]] | type[ServiceController],
+        *,
+        dead_letters: DeadLetterPolicy | bool = True,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -66,6 +72,11 @@ class Server:
             if not config.async_engine:
                 _check_sync_handlers(cls)
         self._config = config
+        if dead_letters is True:
+            dead_letters = DeadLetterPolicy.for_queue(queue_name)
+        #: Where what cannot be handled goes, and how failing casts are retried;
+        #: None: rejected without a dead-letter exchange of tavrida2's.
+        self.dead_letter_policy: DeadLetterPolicy | None = dead_letters or None
         self._queue_name = queue_name
         self._exchange_name = exchange_name
         self._service_list = classes
@@ -95,7 +106,9 @@ class Server:
 
     def topology(self) -> Topology:
         """What this server declares on the broker."""
-        return server_topology(self._queue_name, self._exchange_name, self._service_list)
+        return server_topology(
+            self._queue_name, self._exchange_name, self._service_list, self.dead_letter_policy
+        )
 
     def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
         self._services = [
@@ -105,6 +118,10 @@ class Server:
         return PreProcessor(
             RoutingTable(self._services), self._services, PostProcessor(publisher, fallback)
         )
+
+    def _dead_letters(self) -> DeadLetters | None:
+        policy = self.dead_letter_policy
+        return DeadLetters(policy, self._queue_name) if policy is not None else None
 
     # -- sync engine ---------------------------------------------------------
 
@@ -126,7 +143,9 @@ class Server:
             driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
         for binding in topology.bindings:
             driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
-        engine = SyncEngine(self._build(driver, SyncCalls(driver)))
+        engine = SyncEngine(
+            self._build(driver, SyncCalls(driver)), self._dead_letters(), driver.publish
+        )
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
         driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
@@ -189,7 +208,9 @@ class Server:
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
             preprocessor = self._build(AsyncOutbox(driver, loop), AsyncCalls(driver, loop))
-            engine = AsyncEngine(preprocessor, loop)
+            engine = AsyncEngine(
+                preprocessor, loop, dead_letters=self._dead_letters(), driver=driver
+            )
             await driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
             log.info(
                 "server %s: consuming %s (%s, async engine)",

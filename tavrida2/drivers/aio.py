@@ -551,13 +551,16 @@ class AioDriver(AsyncDriver):
             acks.unsettled[delivered.delivery.delivery_tag] = None
             try:
                 props = delivered.header.properties
+                delivery = delivered.delivery
                 message = AMQPMessage(
                     delivered.body,
                     props.headers or {},
                     props.reply_to,
                     props.correlation_id,
                     props.expiration,
-                    delivered.delivery.redelivered,
+                    delivery.redelivered,
+                    delivery.exchange,
+                    delivery.routing_key,
                 )
                 try:
                     disposition = await callback(message)

@@ -78,6 +78,8 @@ class StoredMessage:
     exchange: str
     routing_key: str
     redelivered: bool = False
+    #: monotonic time after which the message expires (per-message TTL), if any
+    expires_at: float | None = None
 
     def to_amqp(self) -> AMQPMessage:
         props = self.properties
@@ -88,6 +90,8 @@ class StoredMessage:
             correlation_id=props.get("correlation_id"),
             expiration=props.get("expiration"),
             redelivered=self.redelivered,
+            exchange=self.exchange,
+            routing_key=self.routing_key,
         )
 
 
@@ -272,12 +276,46 @@ class MemoryBroker:
             return messages.popleft() if messages else None
 
     def is_idle(self) -> bool:
-        """No message waits in a consumed queue and none is being handled."""
+        """No message waits in a consumed queue, none is being handled, none waits to expire."""
         with self._lock:
+            self._expire_due()
             return all(
-                not q.unacked and (not q.messages or not any(c.active for c in q.consumers))
+                not q.unacked
+                and (not q.messages or not any(c.active for c in q.consumers))
+                and not any(m.expires_at is not None for m in q.messages)
                 for q in self._queues.values()
             )
+
+    def messages_in(self, queue: str) -> list[StoredMessage]:
+        """The messages waiting in ``queue`` (left there; for tests and tools)."""
+        with self._lock:
+            return list(self._queue(queue).messages)
+
+    def _expire_due(self) -> None:
+        """Expire the messages at the head of each queue whose TTL passed (as RabbitMQ does).
+
+        Called with the lock held; an expired message is dead-lettered through the
+        queue's ``x-dead-letter-exchange`` (dropped without one).
+        """
+        now = time.monotonic()
+        for queue in list(self._queues.values()):
+            while queue.messages:
+                head = queue.messages[0]
+                if head.expires_at is None or head.expires_at > now:
+                    break
+                queue.messages.popleft()
+                head.expires_at = None
+                self._dead_letter(queue, head, "expired")
+
+    def _expire_later(self, seconds: float) -> None:
+        def expire() -> None:
+            with self._lock:
+                self._expire_due()
+                self._changed.notify_all()
+
+        timer = threading.Timer(seconds + 0.001, expire)
+        timer.daemon = True
+        timer.start()
 
     def wait_until_idle(self, timeout: float = 10.0) -> bool:
         """Block until :meth:`is_idle` (True) or ``timeout`` (False)."""
@@ -332,6 +370,12 @@ class MemoryBroker:
                 self._enqueue(self._queues[name], copy_)
 
     def _enqueue(self, queue: _Queue, message: StoredMessage, front: bool = False) -> None:
+        expiration = message.properties.get("expiration")
+        if expiration and not front and queue.arguments.get("x-dead-letter-exchange") is not None:
+            # only queues that dead-letter need the TTL: the retry queue of a server
+            seconds = int(expiration) / 1000
+            message.expires_at = time.monotonic() + seconds
+            self._expire_later(seconds)
         if front:
             queue.messages.appendleft(message)
         else:
@@ -449,7 +493,9 @@ class MemoryBroker:
                 },
             )
         headers["x-death"] = deaths
-        self.publish(exchange, routing_key, message.body, headers, message.properties)
+        # as RabbitMQ: a dead letter loses its expiration, so it does not expire again
+        properties = {k: v for k, v in message.properties.items() if k != "expiration"}
+        self.publish(exchange, routing_key, message.body, headers, properties)
 
     def run_until_idle(
         self, max_deliveries: int = 100_000, skip: MemoryDriver | None = None

@@ -71,8 +71,9 @@ _DIRECT_REPLY_PREFIX = DIRECT_REPLY_TO
 _ACK_BATCH = 32  # at most this many handled deliveries share one ack
 _ACK_DELAY = 0.05  # seconds a handled delivery may wait for its (shared) ack
 
-# generation, consumer index, delivery tag, redelivered, properties, body
-Inbox = tuple[int, int, int, bool, Any, bytes]
+# generation, consumer index, delivery tag, method (redelivered, exchange, routing key),
+# properties, body
+Inbox = tuple[int, int, int, Any, Any, bytes]
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -561,9 +562,7 @@ class PikaDriver(SyncDriver):
         inbox = self._inbox
 
         def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
-            inbox.append(
-                (generation, index, method.delivery_tag, method.redelivered, properties, body)
-            )
+            inbox.append((generation, index, method.delivery_tag, method, properties, body))
 
         channel = self._consume_channel
         if prefetch:
@@ -644,14 +643,16 @@ class PikaDriver(SyncDriver):
         return connection is not None and bool(connection.is_open)
 
     def _handle(self, item: Inbox, started: float) -> Disposition:
-        _, index, _, redelivered, props, body = item
+        _, index, _, method, props, body = item
         message = AMQPMessage(
             body,
             props.headers or {},
             props.reply_to,
             props.correlation_id,
             props.expiration,
-            redelivered,
+            method.redelivered,
+            method.exchange,
+            method.routing_key,
         )
         self._handler_started = started
         try:

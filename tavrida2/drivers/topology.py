@@ -1,6 +1,7 @@
 """What a server declares on the broker (pure: no I/O).
 
-One durable topic exchange and one durable queue per server; the queue is
+One durable topic exchange and one durable queue per server (with its
+dead-letter exchange and queue and its retry queue, see :mod:`tavrida2.deadletter`); the queue is
 bound with ``<service>.#`` for each service the server runs; every exchange
 that the services' discovery names is declared; subscriptions bind the queue
 to each remote publisher's exchange with the ``service.method`` it publishes.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tavrida2.deadletter import DeadLetterPolicy
     from tavrida2.service import ServiceController
 
 
@@ -60,12 +62,24 @@ def _append_new(items: list[Any], item: Any) -> None:
 
 
 def server_topology(
-    queue_name: str, exchange_name: str, service_classes: Iterable[type[ServiceController]]
+    queue_name: str,
+    exchange_name: str,
+    service_classes: Iterable[type[ServiceController]],
+    dead_letters: DeadLetterPolicy | None = None,
 ) -> Topology:
-    """The topology of a server running ``service_classes``."""
+    """The topology of a server running ``service_classes``.
+
+    With ``dead_letters``, the server queue names its dead-letter exchange,
+    declared first with the dead-letter queue and the retry queue.
+    """
     topology = Topology()
     topology.add(ExchangeSpec(exchange_name))
-    topology.add(QueueSpec(queue_name))
+    arguments: tuple[tuple[str, Any], ...] = ()
+    if dead_letters is not None:
+        for item in dead_letters.declarations(queue_name):
+            topology.add(item)
+        arguments = tuple(dead_letters.queue_arguments(queue_name).items())
+    topology.add(QueueSpec(queue_name, arguments=arguments))
     for cls in service_classes:
         discovery = cls.get_discovery()
         dispatcher = cls.get_dispatcher()

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 from tavrida2 import config, dispatcher, exceptions, server, service
+from tavrida2.deadletter import DeadLetterPolicy
 from tavrida2.discovery import LocalDiscovery
 from tavrida2.drivers.memory import MemoryBroker
 from tavrida2.messages import AMQPMessage, new_id
@@ -175,8 +176,39 @@ def assert_logged(caplog: pytest.LogCaptureFixture, *fragments: str) -> logging.
     raise AssertionError(f"no ERROR record with {fragments}; logged:\n{logged}")
 
 
+@dataclass
+class DeadLetter:
+    """A message of a dead-letter queue: the headers it was sent with, and why it is there."""
+
+    headers: Any
+    reason: str
+    error_code: int | None
+
+
+def dead_letters(broker: MemoryBroker, queue: str) -> list[DeadLetter]:
+    """What the server of ``queue`` dead-lettered, oldest first (left in the queue)."""
+    found = []
+    for stored in broker.messages_in(f"{queue}.dlq"):
+        headers = {
+            k: v
+            for k, v in stored.headers.items()
+            if not k.startswith("x-tavrida2-") and k != "x-death"
+        }
+        found.append(
+            DeadLetter(
+                headers,
+                str(stored.headers.get("x-tavrida2-reason", "")),
+                stored.headers.get("x-tavrida2-error-code"),
+            )
+        )
+    return found
+
+
 class Rig:
-    """The target and caller servers on one memory broker, on one engine."""
+    """The target and caller servers on one memory broker, on one engine.
+
+    Failing casts are dead-lettered at the first failure (``max_attempts=1``).
+    """
 
     def __init__(self, engine: str) -> None:
         self.engine = engine
@@ -205,9 +237,22 @@ class Rig:
         discovery.register_remote_service("target", TARGET_EXCHANGE)
         for cls in targets:
             cls.set_discovery(discovery)
+        once = DeadLetterPolicy.for_queue
         self.servers = [
-            server.Server(self.config(), TARGET_QUEUE, TARGET_EXCHANGE, list(targets)),
-            server.Server(self.config(), CALLER_QUEUE, CALLER_EXCHANGE, [self.caller]),
+            server.Server(
+                self.config(),
+                TARGET_QUEUE,
+                TARGET_EXCHANGE,
+                list(targets),
+                dead_letters=once(TARGET_QUEUE, max_attempts=1),
+            ),
+            server.Server(
+                self.config(),
+                CALLER_QUEUE,
+                CALLER_EXCHANGE,
+                [self.caller],
+                dead_letters=once(CALLER_QUEUE, max_attempts=1),
+            ),
         ]
         if self.is_async:
             self._threads = server.run_servers(self.servers)
@@ -251,14 +296,19 @@ class Rig:
     def cast(self, payload: dict[str, Any], destination: str = "target.echo", **headers) -> None:
         self.send(call_headers(destination, reply_to="", **headers), body_of(payload))
 
+    def dead_letters(self) -> list[DeadLetter]:
+        """What the target server dead-lettered (nothing is discarded: the broker's list)."""
+        assert self.broker.discarded == []
+        return dead_letters(self.broker, TARGET_QUEUE)
+
     def assert_still_serves(self) -> None:
         """A good call right after the bad input is answered by the same running server."""
         before = len(self.answers)
-        discarded = len(self.broker.discarded)
+        discarded = len(self.dead_letters())
         value = f"still-alive-{new_id()}"
         self.call({"value": value})
         assert self.answers[before:] == [Answer("response", "target.echo", {"value": value})]
-        assert len(self.broker.discarded) == discarded
+        assert len(self.dead_letters()) == discarded
         assert self.broker.message_count(TARGET_QUEUE) == 0
 
 

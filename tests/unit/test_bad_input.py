@@ -3,8 +3,8 @@
 Each case checks, on both engines: the error class and code (what the
 preprocessor raises), that the server logged it, what the caller received (an
 Error at its ``rpc_error_method`` when the headers make a valid call), whether
-the delivery was acked or rejected (rejected ones land in ``broker.discarded``,
-the queue has no dead-letter exchange), and that the next good call is
+the delivery was acked or dead-lettered (dead letters land in the target queue's
+``.dlq`` with the reason in headers), and that the next good call is
 answered by the same running server.
 """
 
@@ -47,7 +47,7 @@ def expect(headers, body, exc_class: type[exceptions.TavridaError], code: int, *
 
 
 def assert_rejected(rig: Rig, *sent_headers) -> None:
-    assert [m.headers for m in rig.broker.discarded] == list(sent_headers)
+    assert [m.headers for m in rig.dead_letters()] == list(sent_headers)
     assert rig.answers == []
     assert Target.handled == []
 
@@ -55,7 +55,7 @@ def assert_rejected(rig: Rig, *sent_headers) -> None:
 def assert_answered_with(rig: Rig, source: str, exc_class, code: int, *text: str) -> None:
     assert len(rig.answers) == 1
     assert_error_answer(rig.answers[0], source, exc_class, code, *text)
-    assert rig.broker.discarded == []  # acked here, and the Error accepted by the caller
+    assert rig.dead_letters() == []  # acked here, and the Error accepted by the caller
     assert Target.handled == []
 
 
@@ -282,5 +282,5 @@ def test_answer_to_a_call_with_direct_reply_to_goes_to_that_queue(rig: Rig, capl
     error = AMQPMessage(answer.body, answer.headers).body_deserialize()["payload"]
     assert (error["class"], error["code"]) == ("tavrida2.exceptions.FieldMustFullyDefined", 1003)
     assert (answer.headers["source"], answer.headers["destination"]) == ("", REPLY_TO)
-    assert rig.broker.discarded == []
+    assert rig.dead_letters() == []
     rig.assert_still_serves()

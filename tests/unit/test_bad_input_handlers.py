@@ -38,7 +38,7 @@ def target_controller(rig: Rig) -> service.ServiceController:
 
 def only_answer(rig: Rig):
     assert len(rig.answers) == 1, rig.answers
-    assert rig.broker.discarded == []  # acked
+    assert rig.dead_letters() == []  # acked
     return rig.answers[0]
 
 
@@ -61,7 +61,7 @@ def test_missing_parameter_of_a_cast_is_logged_and_rejected(rig: Rig, caplog) ->
     rig.cast({})
     record = assert_logged(caplog, "message rejected", "WrongParameters")
     assert isinstance(record.exc_info[1], exceptions.WrongParameters)
-    assert [m.headers["destination"] for m in rig.broker.discarded] == ["target.echo"]
+    assert [m.headers["destination"] for m in rig.dead_letters()] == ["target.echo"]
     assert rig.answers == [] and Target.handled == []
     rig.assert_still_serves()
 
@@ -113,7 +113,7 @@ def test_handler_returning_a_wrong_type_answers_wrong_response(rig: Rig, caplog)
 def test_cast_handler_returning_a_wrong_type_is_logged_and_acked(rig: Rig, caplog) -> None:
     rig.cast({}, destination="target.wrong")
     assert_logged(caplog, "Got incorrect response")
-    assert rig.answers == [] and rig.broker.discarded == []
+    assert rig.answers == [] and rig.dead_letters() == []
     rig.assert_still_serves()
 
 
@@ -151,7 +151,7 @@ def test_incoming_middleware_returning_a_wrong_type_on_a_cast(rig: Rig, caplog) 
     rig.cast({"value": "bad"})
     record = assert_logged(caplog, "message rejected", "IncorrectMessage")
     assert isinstance(record.exc_info[1], exceptions.IncorrectMessage)
-    assert len(rig.broker.discarded) == 1 and rig.answers == []
+    assert len(rig.dead_letters()) == 1 and rig.answers == []
     rig.assert_still_serves()
 
 
@@ -182,7 +182,7 @@ def test_exception_in_a_cast_handler_is_logged_and_rejected(rig: Rig, caplog) ->
     rig.cast({"value": 7}, destination="target.explode")
     record = assert_logged(caplog, "Handler target.explode failed", "kaboom 7", "message rejected")
     assert isinstance(record.exc_info[1], ValueError)
-    assert [m.headers["destination"] for m in rig.broker.discarded] == ["target.explode"]
+    assert [m.headers["destination"] for m in rig.dead_letters()] == ["target.explode"]
     assert rig.answers == []
     assert Target.handled == [("explode", {"value": 7})]
     rig.assert_still_serves()

@@ -57,7 +57,7 @@ def assert_nothing_sent(rig: Rig) -> None:
     rig.settle()
     assert rig.broker.message_count(TARGET_QUEUE) == 0
     assert Target.handled == [] and rig.answers == []
-    assert rig.broker.unroutable == [] and rig.broker.discarded == []
+    assert rig.broker.unroutable == [] and rig.dead_letters() == []
 
 
 # -- payloads JSON cannot carry ------------------------------------------------------
@@ -93,7 +93,7 @@ def test_handler_calling_a_proxy_with_a_payload_json_cannot_carry(rig: Rig, capl
     (answer,) = rig.answers
     assert_error_answer(answer, "target.forward", TypeError, 1000, "payload key 'when'", "datetime")
     assert_logged(caplog, "target.forward failed", "TypeError", "payload key 'when'")
-    assert rig.broker.discarded == []  # nothing half-sent reached the caller
+    assert rig.dead_letters() == []  # nothing half-sent reached the caller
     rig.assert_still_serves()
 
 
@@ -123,7 +123,7 @@ def test_handler_calling_an_unknown_service_answers_unable_to_discover(rig: Rig,
     (answer,) = rig.answers
     assert_error_answer(answer, "target.relay", exceptions.UnableToDiscover, 1007, "ghost")
     assert_logged(caplog, "target.relay failed", "UnableToDiscover")
-    assert rig.broker.discarded == [] and rig.broker.unroutable == []
+    assert rig.dead_letters() == [] and rig.broker.unroutable == []
     rig.assert_still_serves()
 
 
@@ -149,7 +149,7 @@ def test_answer_to_an_exchange_that_vanished_is_logged(rig: Rig, caplog) -> None
     rig.call({"value": 1})
     assert_logged(caplog, "Exchange 'caller_exchange' does not exist")
     assert Target.handled == [("echo", {"value": 1})]
-    assert rig.answers == [] and rig.broker.discarded == []  # handled: acked
+    assert rig.answers == [] and rig.dead_letters() == []  # handled: acked
     assert rig.broker.message_count(TARGET_QUEUE) == 0
     rig.broker.declare_exchange(CALLER_EXCHANGE)
     rig.broker.bind_queue(CALLER_QUEUE, CALLER_EXCHANGE, "caller.#")
@@ -184,5 +184,5 @@ def test_handler_message_that_no_queue_takes(rig: Rig, caplog) -> None:
     else:
         assert_error_answer(answer, "target.relay", exceptions.UnroutableMessage, 1042, "nobody")
         assert_logged(caplog, "target.relay failed", "UnroutableMessage")
-    assert rig.broker.discarded == [] and rig.broker.unroutable == []
+    assert rig.dead_letters() == [] and rig.broker.unroutable == []
     rig.assert_still_serves()

@@ -182,12 +182,17 @@ def test_a_cast_handler_that_raises_sends_nothing_and_the_message_is_rejected() 
 
     serve("test_service", "test_exchange", [HelloController])
     cast_hello(mode="raise")
-    broker = drain()
+    broker = MemoryBroker.get(BROKER)
+    broker.run_until_idle()
 
     assert [name for name, _ in seen] == ["hello"]
     assert type(seen[0][1]) is messages.IncomingRequestCast
-    assert broker.unroutable == []
-    assert [m.headers["message_id"] for m in broker.discarded] == [seen[0][1].message_id]
+    assert broker.unroutable == broker.discarded == []
+    # retried: it waits in the retry queue for its second attempt, a second from now
+    [retry] = broker.messages_in("test_service.retry")
+    assert retry.headers["message_id"] == seen[0][1].message_id
+    assert retry.headers["x-tavrida2-attempt"] == 2
+    assert retry.properties["expiration"] == "1000"
 
 
 def test_controller_is_instantiated_on_server_start() -> None:

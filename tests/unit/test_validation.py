@@ -374,8 +374,11 @@ def test_an_invalid_cast_is_rejected_and_its_handler_not_called(
         stack.cast("register", **good_user())
 
     assert seen == [("register", {"name": "ann", "user": good_user()["user"]})]
-    [rejected] = stack.broker.discarded
+    assert stack.broker.discarded == []
+    [rejected] = stack.broker.messages_in(f"{USERS_QUEUE}.dlq")  # dead-lettered at once
     assert rejected.headers["destination"] == "users.register"
+    assert "payload.user.age" in rejected.headers["x-tavrida2-reason"]
+    assert rejected.headers["x-tavrida2-error-code"] == 1044
     assert rejected.to_amqp().body_deserialize()["payload"]["user"] == {"age": -1}
     assert stack.broker.message_count(USERS_QUEUE) == 0  # not requeued
     logged = [r.getMessage() for r in caplog.records if "message rejected" in r.getMessage()]
@@ -392,7 +395,7 @@ def test_a_notification_failing_the_subscription_schema_is_rejected(stack: Stack
     stack.call("announce", user_id=7)
 
     assert seen == [("on_announce", 7)]
-    [rejected] = stack.broker.discarded
+    [rejected] = stack.broker.messages_in(f"{AUDIT_QUEUE}.dlq")
     assert rejected.headers["message_type"] == "notification"
     assert rejected.to_amqp().body_deserialize()["payload"] == {"user_id": "seven"}
     assert stack.broker.message_count(AUDIT_QUEUE) == 0
@@ -422,7 +425,7 @@ def test_a_response_handler_schema_rejects_a_bad_response(stack: Stack) -> None:
     stack.run(lambda cli: cli.users.plain(a=1, b=2).call(wait=False))
 
     assert seen == [("on_plain", ["a"])]
-    [rejected] = stack.broker.discarded
+    [rejected] = stack.broker.messages_in("app_queue.dlq")
     assert rejected.headers["message_type"] == "response"
 
 

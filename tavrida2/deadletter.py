@@ -1,0 +1,177 @@
+"""Dead letters: what cannot be handled is kept, with the reason, and failing casts are retried.
+
+Each server queue ``Q`` gets (names configurable):
+
+- ``Q.dlx``, a durable direct exchange, and ``Q.dlq``, a durable queue bound to it:
+  the dead-letter queue. ``Q`` names ``Q.dlx`` as its ``x-dead-letter-exchange``,
+  so even a message the server rejects outright ends up there.
+- ``Q.retry``, a durable queue nobody consumes: a cast waits there for its next
+  attempt (per-message ``expiration``), then the broker dead-letters it back to
+  ``Q`` through the default exchange.
+
+A message that can never be handled (not JSON, missing headers, unknown service
+or method, a payload that fails its schema) is published to ``Q.dlx`` at once;
+a cast or notification whose handler raised is retried up to ``max_attempts``
+times, ``retry_delay`` seconds after the first failure and twice as long after
+each next one (at most ``retry_delay_max``), then dead-lettered. The attempt
+is counted in the ``x-tavrida2-attempt`` header; a dead letter carries
+``x-tavrida2-reason``, ``-error-class``, ``-error-code``, ``-queue``, the
+``-exchange`` and ``-routing-key`` it was first published to, and
+``-dead-lettered-at`` (epoch ms). Only after that copy is confirmed is the
+original acknowledged; if the copy cannot be published, the original is
+rejected and the broker dead-letters it itself. Calls are not retried: their
+caller gets an Error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tavrida2 import exceptions
+from tavrida2.drivers.topology import BindingSpec, ExchangeSpec, QueueSpec
+from tavrida2.masking import mask_url_passwords
+from tavrida2.messages import ATTEMPT_HEADER, AMQPMessage, fqcn
+
+_REASON_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class DeadLetterPolicy:
+    """Where a server's dead letters go, and how often a failing cast is tried.
+
+    ``DeadLetterPolicy.for_queue("hello_queue")`` derives the names;
+    ``max_attempts=1`` dead-letters a failing cast at once.
+    """
+
+    exchange: str
+    queue: str
+    retry_queue: str
+    max_attempts: int = 3
+    retry_delay: float = 1.0
+    retry_delay_max: float = 60.0
+
+    @classmethod
+    def for_queue(
+        cls,
+        queue_name: str,
+        exchange: str | None = None,
+        queue: str | None = None,
+        max_attempts: int = 3,
+        retry_delay: float = 1.0,
+        retry_delay_max: float = 60.0,
+    ) -> DeadLetterPolicy:
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise exceptions.ConfigError(
+                reason=f"max_attempts={max_attempts!r}: expected 1 or more"
+            )
+        for name, value in (("retry_delay", retry_delay), ("retry_delay_max", retry_delay_max)):
+            if not isinstance(value, int | float) or value < 0:
+                raise exceptions.ConfigError(
+                    reason=f"{name}={value!r}: expected a non-negative number of seconds"
+                )
+        return cls(
+            exchange or f"{queue_name}.dlx",
+            queue or f"{queue_name}.dlq",
+            f"{queue_name}.retry",
+            max_attempts,
+            float(retry_delay),
+            float(retry_delay_max),
+        )
+
+    def queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        """The arguments of the server queue: rejected messages go to the dead-letter exchange."""
+        return {"x-dead-letter-exchange": self.exchange, "x-dead-letter-routing-key": queue_name}
+
+    def declarations(self, queue_name: str) -> list[ExchangeSpec | QueueSpec | BindingSpec]:
+        """The dead-letter exchange and queue and the retry queue of ``queue_name``."""
+        back_to_queue = (("x-dead-letter-exchange", ""), ("x-dead-letter-routing-key", queue_name))
+        return [
+            ExchangeSpec(self.exchange, "direct"),
+            QueueSpec(self.queue),
+            BindingSpec(self.queue, self.exchange, queue_name),
+            QueueSpec(self.retry_queue, arguments=back_to_queue),
+        ]
+
+    def delay_ms(self, attempt: int) -> int:
+        """Milliseconds before the attempt after ``attempt`` (1, 2, ...)."""
+        seconds = min(self.retry_delay_max, self.retry_delay * 2 ** (attempt - 1))
+        return max(1, int(seconds * 1000))
+
+
+def attempt_of(message: AMQPMessage) -> int:
+    """Which attempt this delivery is (1 when the header is missing or not a number)."""
+    value = message.headers.get(ATTEMPT_HEADER) if isinstance(message.headers, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+class DeadLetters:
+    """Builds the dead letters and retries of one server queue (see the module docstring).
+
+    The engines publish what :meth:`after_failure` and :meth:`unhandleable`
+    return, each with their own driver, and acknowledge the original once it
+    is confirmed.
+    """
+
+    def __init__(self, policy: DeadLetterPolicy, queue_name: str) -> None:
+        self.policy = policy
+        self.queue_name = queue_name
+
+    def unhandleable(
+        self, message: AMQPMessage, error: BaseException
+    ) -> tuple[str, str, AMQPMessage]:
+        """``(exchange, routing_key, copy)``: the dead letter of an unhandleable message."""
+        return self._dead_letter(message, f"cannot be handled: {error}", error)
+
+    def after_failure(
+        self, message: AMQPMessage, error: BaseException
+    ) -> tuple[str, str, AMQPMessage, bool]:
+        """``(exchange, routing_key, copy, retried)`` for a cast whose handler failed.
+
+        A failure that can never succeed (a caller's mistake: bad parameters,
+        a payload that fails its schema) is dead-lettered at once.
+        """
+        cause = error.__cause__ if isinstance(error, exceptions.HandlerFailed) else error
+        attempt = attempt_of(message)
+        hopeless = isinstance(cause, exceptions.AckableException)
+        if hopeless or attempt >= self.policy.max_attempts:
+            reason = (
+                f"handler failed ({cause})"
+                if hopeless
+                else f"handler failed {attempt} time(s), last: {cause}"
+            )
+            return (*self._dead_letter(message, reason, cause or error), False)
+        headers = self._origin_headers(message)
+        headers[ATTEMPT_HEADER] = attempt + 1
+        retry = AMQPMessage(message.body, headers, expiration=str(self.policy.delay_ms(attempt)))
+        return "", self.policy.retry_queue, retry, True
+
+    def _dead_letter(
+        self, message: AMQPMessage, reason: str, error: BaseException
+    ) -> tuple[str, str, AMQPMessage]:
+        headers = self._origin_headers(message)
+        text = mask_url_passwords(reason)
+        headers.update(
+            {
+                "x-tavrida2-reason": text[:_REASON_LIMIT],
+                "x-tavrida2-error-class": fqcn(error),
+                "x-tavrida2-error-code": exceptions.error_code(error)
+                if isinstance(error, Exception)
+                else exceptions.UNKNOWN_ERROR,
+                "x-tavrida2-queue": self.queue_name,
+                "x-tavrida2-dead-lettered-at": int(time.time() * 1000),
+            }
+        )
+        return self.policy.exchange, self.queue_name, AMQPMessage(message.body, headers)
+
+    @staticmethod
+    def _origin_headers(message: AMQPMessage) -> dict[str, Any]:
+        """The headers, with where the message was first published (kept across retries)."""
+        headers = dict(message.headers) if isinstance(message.headers, dict) else {}
+        headers.setdefault("x-tavrida2-exchange", message.exchange)
+        headers.setdefault("x-tavrida2-routing-key", message.routing_key)
+        return headers
+
+
+__all__ = ["DeadLetterPolicy", "DeadLetters", "attempt_of"]
