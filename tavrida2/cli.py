@@ -6,6 +6,8 @@
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
     tavrida2 ds check FILE                   check a .ds file, list services and exchanges
+    tavrida2 dlq list CONFIG                 the dead letters of a server, and why
+    tavrida2 dlq replay CONFIG [--limit N]   publish them again where they were going
     tavrida2 topology CONFIG                 what a server would declare on the broker
 
 Exit codes: 0 done; 1 the call failed (a remote error, no answer in time, the
@@ -40,6 +42,7 @@ examples:
   tavrida2 call test_hello.hello param=123 --ds samples/deploy/services.ds
   tavrida2 cast test_hello.hello param='"text"' --exchange hello_exchange
   tavrida2 ds check samples/deploy/services.ds
+  tavrida2 dlq list samples/deploy/hello.ini
   tavrida2 topology samples/deploy/hello.ini
 
 The broker is --url, else $TAVRIDA2_URL, else amqp://guest:guest@localhost:5672/%2F.
@@ -108,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(handler=_ds_check)
+
+    dlq = commands.add_parser("dlq", help="inspect and replay a server's dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    listing = dlq_commands.add_parser(
+        "list", help=_doc(_dlq_list).splitlines()[0], description=_doc(_dlq_list)
+    )
+    listing.add_argument("config", metavar="CONFIG")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.set_defaults(handler=_dlq_list)
+    replay = dlq_commands.add_parser(
+        "replay", help=_doc(_dlq_replay).splitlines()[0], description=_doc(_dlq_replay)
+    )
+    replay.add_argument("config", metavar="CONFIG")
+    replay.add_argument("--limit", type=int, help="at most this many (default: all)")
+    replay.set_defaults(handler=_dlq_replay)
 
     topology = commands.add_parser(
         "topology",
@@ -232,7 +250,13 @@ def _topology(args: argparse.Namespace) -> int:
 
     loaded = configfile.load(args.config)
     loaded.bind_discovery()
-    srv = Server(loaded.connection, loaded.queue_name, loaded.exchange_name, loaded.controllers)
+    srv = Server(
+        loaded.connection,
+        loaded.queue_name,
+        loaded.exchange_name,
+        loaded.controllers,
+        dead_letters=loaded.dead_letters or False,
+    )
     topology = srv.topology()
     print("exchanges:")
     for exchange in topology.exchanges:
@@ -244,6 +268,49 @@ def _topology(args: argparse.Namespace) -> int:
     print("bindings:")
     for binding in topology.bindings:
         print(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    return 0
+
+
+def _dead_letter_queue(args: argparse.Namespace) -> tuple[ConnectionConfig, str]:
+    loaded = configfile.load(args.config)
+    if loaded.dead_letters is None:
+        raise UsageError(f"{args.config}: dead letters are turned off ([server] dead_letters)")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: expected 1 or more")
+    return loaded.connection, loaded.dead_letters.queue
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    """List the dead letters of the server of CONFIG: why each is there, where it was going.
+
+    The messages stay in the dead-letter queue.
+    """
+    from tavrida2 import dlq
+
+    conf, queue = _dead_letter_queue(args)
+    total, letters = dlq.peek(conf, queue, args.limit)
+    print(f"{queue}: {total} dead letter(s)" + (f", the first {len(letters)}:" if letters else ""))
+    for letter in letters:
+        print(
+            f"- {letter.when}  {letter.message_type} {letter.destination or '-'}  "
+            f"(from {letter.exchange or '(default)'} / {letter.routing_key}, "
+            f"attempt {letter.attempts}, code {letter.code})\n"
+            f"    message_id {letter.message_id}: {letter.reason}"
+        )
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    """Publish the dead letters of the server of CONFIG again, where they were first sent.
+
+    Each is taken off the dead-letter queue only once the broker confirmed its
+    copy; the retry count starts again.
+    """
+    from tavrida2 import dlq
+
+    conf, queue = _dead_letter_queue(args)
+    replayed = dlq.replay(conf, queue, args.limit)
+    print(f"{queue}: replayed {replayed} dead letter(s)")
     return 0
 
 

@@ -9,6 +9,9 @@
     discovery = "services.ds"
     services = [{"name": "test_hello", "controller": "hello.HelloController",
                  "subscriptions": ["test_world"]}]
+    ; dead letters (all optional): hello_queue.dlx / hello_queue.dlq by default
+    max_attempts = 3
+    retry_delay = 1.0
 
     [connection]
     host = localhost
@@ -46,6 +49,7 @@ import jsonschema
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig, Credentials
+from tavrida2.deadletter import DeadLetterPolicy
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
 from tavrida2.service import ServiceController
@@ -78,6 +82,12 @@ SCHEMA: dict[str, Any] = {
                 "exchange_name": _NAME,
                 "discovery": _NAME,
                 "services": {"type": "array", "items": _SERVICE, "minItems": 1},
+                "dead_letters": {"type": "boolean"},
+                "dead_letter_exchange": _NAME,
+                "dead_letter_queue": _NAME,
+                "max_attempts": {"type": "integer", "minimum": 1},
+                "retry_delay": {"type": "number", "minimum": 0},
+                "retry_delay_max": {"type": "number", "minimum": 0},
             },
             "required": ["queue_name", "exchange_name", "services"],
             "additionalProperties": False,
@@ -120,8 +130,9 @@ SCHEMA: dict[str, Any] = {
 }
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 _BOOLEAN_KEYS = frozenset(
-    key
-    for key, spec in SCHEMA["properties"]["connection"]["properties"].items()
+    (section, key)
+    for section in ("server", "connection")
+    for key, spec in SCHEMA["properties"][section]["properties"].items()
     if spec.get("type") == "boolean"
 )
 
@@ -144,6 +155,8 @@ class ServerConfig:
     exchange_name: str
     services: tuple[ServiceEntry, ...]
     connection: ConnectionConfig
+    #: None when ``dead_letters = false``.
+    dead_letters: DeadLetterPolicy | None = None
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -180,7 +193,7 @@ def read_sections(path: str) -> dict[str, dict[str, Any]]:
     for section in parser.sections():
         values: dict[str, Any] = {}
         for key, raw in parser.items(section):
-            values[key] = _decode(raw, key in _BOOLEAN_KEYS and section == "connection")
+            values[key] = _decode(raw, (section, key) in _BOOLEAN_KEYS)
         sections[section] = values
     return sections
 
@@ -327,7 +340,25 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         server["exchange_name"],
         tuple(entries),
         connection_config(file, sections, os.environ if environ is None else environ),
+        dead_letter_policy(file, server),
     )
+
+
+def dead_letter_policy(path: str, server: Mapping[str, Any]) -> DeadLetterPolicy | None:
+    """The dead letters of ``[server]`` (see :mod:`tavrida2.deadletter`); None if turned off."""
+    if not server.get("dead_letters", True):
+        return None
+    try:
+        return DeadLetterPolicy.for_queue(
+            server["queue_name"],
+            exchange=server.get("dead_letter_exchange"),
+            queue=server.get("dead_letter_queue"),
+            max_attempts=server.get("max_attempts", 3),
+            retry_delay=server.get("retry_delay", 1.0),
+            retry_delay_max=server.get("retry_delay_max", 60.0),
+        )
+    except exceptions.ConfigError as exc:
+        raise _error(path, "section [server]", str(exc._kwargs.get("reason", exc))) from None
 
 
 def connection_config(

@@ -13,7 +13,8 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         │   ├── WrongParameters (1041)            payload does not fit the handler
         │   ├── WrongEntryPointFormat (1006), UnableToDiscover (1007), ...
         │   ├── ValidationError (1044)            payload rejected by a schema
-        │   └── RequestExpired (1047)             its caller gave up before it ran
+        │   ├── RequestExpired (1047)             its caller gave up before it ran
+        │   └── DuplicateMessage (1048)           seen before (middleware.dedup)
         ├── BaseNackableException                 may succeed later
         │   └── HandlerFailed (1045)              a cast/notification handler raised
         ├── WrongResponse (1009), IncorrectMessage (1031),

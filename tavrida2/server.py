@@ -260,7 +260,11 @@ class CLIServer(Server):
         #: The checked contents of the file.
         self.file_config = loaded
         super().__init__(
-            loaded.connection, loaded.queue_name, loaded.exchange_name, loaded.controllers
+            loaded.connection,
+            loaded.queue_name,
+            loaded.exchange_name,
+            loaded.controllers,
+            dead_letters=loaded.dead_letters or False,
         )
 
 

@@ -132,9 +132,11 @@ class ServiceController(AbstractController):
         try:
             result = handler(message, proxy, **kwargs)
         except Exception as exc:
+            self._after(message, exc)
             self._fail(info.name, message, exc)
             return
         self._finish(message, result)
+        self._after(message, None)
 
     async def handle_async(
         self, info: HandlerInfo, message: Message, proxy: RPCProxy, run_sync: RunSync
@@ -155,6 +157,7 @@ class ServiceController(AbstractController):
             else:
                 result = await run_sync(functools.partial(handler, message, proxy, **kwargs))
         except Exception as exc:
+            self._after(message, exc)
             self._fail(info.name, message, exc)
             return
         if isinstance(message, IncomingRequestCall):
@@ -165,6 +168,20 @@ class ServiceController(AbstractController):
                 self._log_unsent(message, exc)
         else:
             self._check_cast_result(result)
+        self._after(message, None)
+
+    def _after(self, message: Message, error: BaseException | None) -> None:
+        """Tell the incoming middlewares how the handler ended (see ``Middleware.handled``)."""
+        for middleware in reversed(self._incoming_middlewares):
+            try:
+                if error is None:
+                    middleware.handled(message)
+                else:
+                    middleware.failed(message, error)
+            except Exception:
+                log.exception(
+                    "%s: middleware %r failed after the handler", self.service_name, middleware
+                )
 
     def _proxy_for(self, message: Message) -> RPCProxy:
         """The proxy of a handler whose message an incoming middleware replaced.
@@ -181,6 +198,7 @@ class ServiceController(AbstractController):
         )
 
     def _prepare(self, info: HandlerInfo, message: Message) -> Prepared | None:
+        checked: Message | None = None
         try:
             checked = (
                 self._run_incoming_middlewares(message) if self._incoming_middlewares else message
@@ -193,6 +211,8 @@ class ServiceController(AbstractController):
             kwargs = info.select(checked.payload, self.strict_parameters)
             return getattr(self, info.name), checked, kwargs, info
         except Exception as exc:
+            if checked is not None and self._incoming_middlewares:
+                self._after(checked, exc)
             self._fail(info.name, message, exc)
             return None
 

@@ -28,5 +28,11 @@ class Middleware(AbstractMessageController):
     def process(self, message: Message) -> Message:
         """Return the message for the next step."""
 
+    def handled(self, message: Message) -> None:
+        """An incoming middleware's hook: the handler of ``message`` finished (and answered)."""
+
+    def failed(self, message: Message, error: BaseException) -> None:
+        """An incoming middleware's hook: ``message`` could not be handled (``error``)."""
+
 
 __all__ = ["Middleware"]
