@@ -102,6 +102,16 @@ def _write_frames_at_once(impl: Any) -> None:
         impl._output_marshaled_frames = output_marshaled_frames
 
 
+def _closed_by_broker(channel: Any, what: str) -> exceptions.DriverError | None:
+    """The error of a channel the broker closed (pika keeps why on it); None if it is open."""
+    if channel is None or channel.is_open:
+        return None
+    reason = getattr(channel, "_closing_reason", None)
+    code = getattr(reason, "reply_code", 0)
+    text = getattr(reason, "reply_text", str(reason))
+    return from_channel_close(int(code), str(text), what)
+
+
 def _nothing() -> None:
     """Wakes a thread blocked in ``process_data_events`` (a thread-safe callback)."""
 
@@ -453,13 +463,9 @@ class PikaDriver(SyncDriver):
 
     def _check_pipeline(self) -> None:
         """If the broker closed the pipeline channel (a missing exchange), fail its publishes."""
-        channel = self._pipeline
-        if channel is None or channel.is_open:
-            return
-        reason = getattr(channel, "_closing_reason", None)
-        code = getattr(reason, "reply_code", 0)
-        text = getattr(reason, "reply_text", str(reason))
-        self._fail_pipeline(from_channel_close(int(code), str(text), "publish"))
+        error = _closed_by_broker(self._pipeline, "publish")
+        if error is not None:
+            self._fail_pipeline(error)
 
     # -- waiting callers (direct reply-to) -----------------------------------
 
@@ -498,14 +504,10 @@ class PikaDriver(SyncDriver):
 
     def _check_call_channel(self) -> None:
         """If the broker closed the call channel (a request to a missing exchange), say so."""
-        channel = self._call_channel
-        if channel is None or channel.is_open:
-            return
-        reason = getattr(channel, "_closing_reason", None)
-        code = getattr(reason, "reply_code", 0)
-        text = getattr(reason, "reply_text", str(reason))
-        self._open_call_channel()
-        self._fail_waiting_callers(from_channel_close(int(code), str(text), "request"))
+        error = _closed_by_broker(self._call_channel, "request")
+        if error is not None:
+            self._open_call_channel()
+            self._fail_waiting_callers(error)
 
     def wait(self, done: Callable[[], bool], timeout: float) -> None:
         """Service the connection until ``done()`` or ``timeout`` (see the base class).
