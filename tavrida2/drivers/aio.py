@@ -487,6 +487,10 @@ class AioDriver(AsyncDriver):
             raise exceptions.PublishTimeout(
                 exchange=exchange, timeout=self.config.publish_timeout
             ) from None
+        except _CONNECTION_ERRORS as exc:  # the connection died while the publish was on its way
+            raise exceptions.ConnectionClosed(
+                reason=f"the connection to {self._target} was lost ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(confirmation, Basic.Ack):
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key)
 
@@ -498,7 +502,19 @@ class AioDriver(AsyncDriver):
         self._on_reply, self._on_reply_failure = on_reply, on_failure
         await self._ensure_connected()
         if self._call is None:
-            await self._open_call_channel()
+            timeout = self.config.publish_timeout or None
+            try:
+                # bounded: on a stalled network the channel would open only when a
+                # heartbeat check gave up on the connection
+                async with _within(timeout):
+                    await self._open_call_channel()
+            except asyncio.TimeoutError:
+                raise exceptions.ConnectionFailed(
+                    target=self._target,
+                    reason=f"the broker did not open a channel within {timeout} s",
+                ) from None
+            except _CONNECTION_ERRORS as exc:
+                raise exceptions.ConnectionClosed(reason=f"{type(exc).__name__}: {exc}") from None
 
     async def _open_call_channel(self) -> None:
         wrapper = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -613,10 +629,12 @@ class AioDriver(AsyncDriver):
             )
             return
         try:
-            if disposition is Disposition.ACK:
-                await acks.ack(tag)
-            else:
-                await acks.reject(tag, requeue=disposition is Disposition.REQUEUE)
+            # bounded: once the connection is dead, aiormq's full write queue never drains
+            async with _within(self.config.socket_timeout or 3.0):
+                if disposition is Disposition.ACK:
+                    await acks.ack(tag)
+                else:
+                    await acks.reject(tag, requeue=disposition is Disposition.REQUEUE)
         except (*_CONNECTION_ERRORS, aex.ChannelClosed) as exc:
             log.warning("could not settle delivery %s (%s); the broker redelivers it", tag, exc)
 

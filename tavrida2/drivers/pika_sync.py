@@ -41,6 +41,7 @@ from typing import Any
 import pika
 import pika.exceptions as pex
 import tenacity
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (
     pex.AMQPConnectionError,
+    AMQPConnectorException,  # e.g. the AMQP handshake timed out (a stalled network)
     pex.ConnectionClosed,
     pex.StreamLostError,
     pex.ChannelWrongStateError,
@@ -100,6 +102,21 @@ def _write_frames_at_once(impl: Any) -> None:
         impl, "_adapter_emit_data"
     ):
         impl._output_marshaled_frames = output_marshaled_frames
+
+
+def _cut(connection: Any) -> None:
+    """Close a pika connection's socket now, without the AMQP closing handshake.
+
+    pika has no public way to abandon a connection whose peer stopped
+    answering; its own stream termination (used when a heartbeat check fails)
+    is called, then the I/O loop runs once to let the socket close.
+    """
+    terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
+    if not callable(terminate) or not connection.is_open:
+        return
+    with contextlib.suppress(Exception):  # it is being thrown away
+        terminate(pex.StreamLostError("abandoned: the broker stopped answering"))
+        connection.process_data_events(time_limit=0)
 
 
 def _closed_by_broker(channel: Any, what: str) -> exceptions.DriverError | None:
@@ -209,9 +226,16 @@ class PikaDriver(SyncDriver):
                 self._drop_connection()
                 raise
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, graceful: bool = True) -> None:
+        """Forget the connection and close it; ``graceful=False`` cuts it at once.
+
+        A graceful close waits for the broker's Close-Ok, which on a stalled
+        network never comes: a connection that stopped answering is cut.
+        """
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = None
+        if connection is not None and not graceful:
+            _cut(connection)
         if self._pipeline is not None or self._unconfirmed:
             self._fail_pipeline(
                 exceptions.ConnectionClosed(reason=f"the connection to {self._target} was lost")
@@ -345,6 +369,33 @@ class PikaDriver(SyncDriver):
     def publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> None:
+        """Publish and wait, at most ``publish_timeout``, for the broker's confirmation.
+
+        Everything but requests and answers of waiting callers goes through the
+        pipeline channel (:meth:`publish_async`): pika's own confirm mode waits
+        for the confirmation without a time limit, which on a stalled network
+        lasts until a heartbeat check gives up. A confirmation that does not come
+        in time raises ``PublishTimeout`` and drops the connection (the next use
+        opens a new one): the message may or may not have reached the broker.
+        """
+        if message.reply_to == DIRECT_REPLY_TO or (
+            not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX)
+        ):
+            self._publish_unconfirmed(exchange, routing_key, message, mandatory)
+            return
+        pending = self.publish_async(exchange, routing_key, message, mandatory)
+        timeout = self.config.publish_timeout or None
+        self.wait(pending.done, timeout if timeout is not None else float("inf"))
+        if not pending.done():
+            with self._lock:
+                self._drop_connection(graceful=False)
+            raise exceptions.PublishTimeout(exchange=exchange, timeout=timeout)
+        pending.result()
+
+    def _publish_unconfirmed(
+        self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool
+    ) -> None:
+        """A request of a waiting caller (its answer confirms it), or an answer to one."""
         properties = self._properties(message)
         body = message.body
         if message.reply_to == DIRECT_REPLY_TO:
@@ -352,37 +403,20 @@ class PikaDriver(SyncDriver):
                 lambda: self._publish_request(exchange, routing_key, body, properties, mandatory)
             )
             return
-        if not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX):
-            self._with_connection(
-                lambda: self._consume_channel.basic_publish("", routing_key, body, properties)
-            )
-            return
-
-        def send() -> None:
-            try:
-                self._publish_channel.basic_publish(
-                    exchange, routing_key, body, properties, mandatory=mandatory
-                )
-            except pex.UnroutableError:
-                raise exceptions.UnroutableMessage(
-                    exchange=exchange, routing_key=routing_key
-                ) from None
-            except pex.NackError:
-                raise exceptions.PublishNacked(exchange=exchange, routing_key=routing_key) from None
-            except pex.ChannelClosedByBroker as exc:
-                self._publish_channel = self._connection.channel()
-                self._publish_channel.confirm_delivery()
-                raise from_channel_close(exc.reply_code, exc.reply_text, exchange) from None
-
-        self._with_connection(send)
+        self._with_connection(
+            lambda: self._consume_channel.basic_publish("", routing_key, body, properties)
+        )
 
     def publish_async(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
     ) -> PendingPublish:
         """Publish on the pipeline channel; the confirmation arrives while the
         connection is serviced (:meth:`wait`, or the handle's ``result()``)."""
-        if message.reply_to == DIRECT_REPLY_TO or not exchange:
-            return super().publish_async(exchange, routing_key, message, mandatory)
+        if message.reply_to == DIRECT_REPLY_TO or (
+            not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX)
+        ):
+            self._publish_unconfirmed(exchange, routing_key, message, mandatory)
+            return PendingPublish(None, exchange, routing_key)
         properties = self._properties(message)
         pending = PendingPublish(self, exchange, routing_key)
         message_id = message.headers.get("message_id")

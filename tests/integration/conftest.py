@@ -99,7 +99,10 @@ class Names:
         try:
             channel = connection.channel()
             for queue in self.queues:
-                channel.queue_delete(queue)
+                # and what a server declares for its dead letters
+                for name in (queue, f"{queue}.dlq", f"{queue}.retry"):
+                    channel.queue_delete(name)
+                channel.exchange_delete(f"{queue}.dlx")
             for exchange in self.exchanges:
                 channel.exchange_delete(exchange)
         finally:
