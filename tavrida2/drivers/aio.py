@@ -213,6 +213,13 @@ class _Acks:
             await self.channel.basic_reject(tag, requeue=False)
 
 
+async def _discard(connection: _Connection) -> None:
+    """Close a connection that is being thrown away: its socket first, whatever happens."""
+    connection.tracked.close()
+    with contextlib.suppress(Exception):
+        await connection.close()
+
+
 class AioDriver(AsyncDriver):
     """asyncio RabbitMQ driver (see the module docstring)."""
 
@@ -279,22 +286,26 @@ class AioDriver(AsyncDriver):
 
     async def _open(self) -> None:
         await self._drop_connection()
+        connection = _Connection(aio_pika.connection.make_url(self._url))
         try:
-            connection = await aio_pika.connect(
-                self._url, timeout=self.config.socket_timeout or None, connection_class=_Connection
-            )
-        except AMQPInternalError as exc:
+            await connection.connect(timeout=self.config.socket_timeout or None)
+        except BaseException as exc:
+            # a handshake cut short (the broker stopping, a refused vhost) leaves
+            # aiormq's socket open: close it here
+            await _discard(connection)
+            if not isinstance(exc, AMQPInternalError):
+                raise
             # aiormq reports a refused Connection.Open (e.g. an unknown virtual host,
             # 530 NOT_ALLOWED) as an internal error carrying the broker's Close frame
             close = next((a for a in exc.args if isinstance(a, aiormq.spec.Connection.Close)), None)
             if close is None:
                 raise
             raise aex.ConnectionClosed(close.reply_code, close.reply_text) from None
+        self._connection = connection
         try:
             publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             consume = await connection.channel(publisher_confirms=False)
             self._wrappers = [publish, consume]
-            self._connection = connection
             self._publish = await publish.get_underlay_channel()
             self._consume = await consume.get_underlay_channel()
             for kind, args in list(self._declarations):
