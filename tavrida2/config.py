@@ -35,7 +35,8 @@ class Credentials:
     __hash__ = None  # type: ignore[assignment]
 
 
-_BOOL_WORDS = {
+#: Words for true and false in URL parameters and config files.
+BOOL_WORDS = {
     "1": True,
     "true": True,
     "yes": True,
@@ -197,7 +198,7 @@ class ConnectionConfig:
                 )
             name, convert = _URL_PARAMS[key]
             try:
-                kwargs[name] = _BOOL_WORDS[raw.lower()] if convert == "bool" else convert(raw)
+                kwargs[name] = BOOL_WORDS[raw.lower()] if convert == "bool" else convert(raw)
             except (KeyError, ValueError):
                 raise exceptions.ConfigError(
                     reason=f"URL parameter {key}={raw!r} is not valid"

@@ -48,7 +48,7 @@ from typing import Any
 import jsonschema
 
 from tavrida2 import exceptions
-from tavrida2.config import ConnectionConfig, Credentials
+from tavrida2.config import BOOL_WORDS, ConnectionConfig, Credentials
 from tavrida2.deadletter import DeadLetterPolicy
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
@@ -57,7 +57,6 @@ from tavrida2.service import ServiceController
 #: Environment variable whose URL overrides the broker address of ``[connection]``.
 URL_VARIABLE = "TAVRIDA2_URL"
 
-_BOOL_WORDS = {"yes": True, "on": True, "no": False, "off": False, "true": True, "false": False}
 _NAME = {"type": "string", "minLength": 1}
 _SERVICE = {
     "type": "object",
@@ -200,8 +199,8 @@ def read_sections(path: str) -> dict[str, dict[str, Any]]:
 
 def _decode(raw: str, boolean: bool) -> Any:
     text = raw.strip()
-    if boolean and text.lower() in _BOOL_WORDS:
-        return _BOOL_WORDS[text.lower()]
+    if boolean and text.lower() in BOOL_WORDS:
+        return BOOL_WORDS[text.lower()]
     try:
         return json.loads(text)
     except ValueError:
@@ -221,7 +220,7 @@ def _check(path: str, sections: dict[str, dict[str, Any]]) -> None:
             raise _error(path, f"section [{extra[0]}]", f"unknown section; expected {known}")
         raise _error(path, _where(where), f"unknown key {extra[0]!r}; the known keys are {known}")
     if error.validator == "required":
-        missing = str(error.message).split("'")[1] if "'" in error.message else error.message
+        missing = next(key for key in error.validator_value if key not in error.instance)
         if not where:
             raise _error(path, f"section [{missing}]", "missing; it is required")
         raise _error(path, _where(where), f"key {missing!r} is missing; it is required")

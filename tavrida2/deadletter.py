@@ -32,7 +32,7 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.drivers.topology import BindingSpec, ExchangeSpec, QueueSpec
 from tavrida2.masking import mask_url_passwords
-from tavrida2.messages import ATTEMPT_HEADER, AMQPMessage, fqcn
+from tavrida2.messages import ATTEMPT_HEADER, AMQPMessage, attempt_in, fqcn
 
 _REASON_LIMIT = 500
 
@@ -100,12 +100,6 @@ class DeadLetterPolicy:
         return max(1, int(seconds * 1000))
 
 
-def attempt_of(message: AMQPMessage) -> int:
-    """Which attempt this delivery is (1 when the header is missing or not a number)."""
-    value = message.headers.get(ATTEMPT_HEADER) if isinstance(message.headers, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
-
-
 class DeadLetters:
     """Builds the dead letters and retries of one server queue (see the module docstring).
 
@@ -133,7 +127,7 @@ class DeadLetters:
         a payload that fails its schema) is dead-lettered at once.
         """
         cause = error.__cause__ if isinstance(error, exceptions.HandlerFailed) else error
-        attempt = attempt_of(message)
+        attempt = attempt_in(message.headers)
         hopeless = isinstance(cause, exceptions.AckableException)
         if hopeless or attempt >= self.policy.max_attempts:
             reason = (
@@ -174,4 +168,4 @@ class DeadLetters:
         return headers
 
 
-__all__ = ["DeadLetterPolicy", "DeadLetters", "attempt_of"]
+__all__ = ["DeadLetterPolicy", "DeadLetters"]

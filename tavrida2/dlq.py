@@ -16,7 +16,7 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.errors import from_channel_close
-from tavrida2.messages import ATTEMPT_HEADER, DEAD_LETTER_HEADERS
+from tavrida2.messages import ATTEMPT_HEADER, DEAD_LETTER_HEADERS, attempt_in
 
 _DROPPED = frozenset(
     (
@@ -81,9 +81,7 @@ def _describe(method: Any, props: Any) -> DeadLetter:
         routing_key,
         str(reason),
         headers.get("x-tavrida2-error-code", "?"),
-        int(headers.get(ATTEMPT_HEADER, 1))
-        if isinstance(headers.get(ATTEMPT_HEADER, 1), int)
-        else 1,
+        attempt_in(headers),
         when,
     )
 

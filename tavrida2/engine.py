@@ -28,7 +28,7 @@ from tavrida2 import exceptions
 from tavrida2.deadletter import DeadLetters
 from tavrida2.drivers.base import AsyncDriver, Disposition
 from tavrida2.masking import mask_url_passwords
-from tavrida2.messages import AMQPMessage
+from tavrida2.messages import AMQPMessage, attempt_in
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.steps import LoggingMiddleware
 
@@ -97,9 +97,8 @@ class SyncEngine:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
             disposition = _unhandleable(self._preprocessor, amqp_message, error)
-            if disposition is Disposition.REJECT and self._dead_letters is not None:
-                exchange, routing_key, copy = self._dead_letters.unhandleable(amqp_message, error)
-                return self._send(exchange, routing_key, copy, "dead-lettered")
+            if disposition is Disposition.REJECT:
+                return self._resend(_dead_letter(self._dead_letters, amqp_message, error))
             return disposition
         failure: Exception | None = None
         for controller, info, message, proxy in jobs:
@@ -109,17 +108,14 @@ class SyncEngine:
                 failure = exc
         if failure is None:
             return Disposition.ACK
-        if self._dead_letters is None:
-            _log_failure(failure, "message rejected")
-            return Disposition.REJECT
-        exchange, routing_key, copy, retried = self._dead_letters.after_failure(
-            amqp_message, failure
-        )
-        _log_failure(failure, _fate(self._dead_letters, copy, retried))
-        return self._send(exchange, routing_key, copy, "retried" if retried else "dead-lettered")
+        return self._resend(_after_failure(self._dead_letters, amqp_message, failure))
 
-    def _send(self, exchange: str, routing_key: str, copy: AMQPMessage, what: str) -> Disposition:
+    def _resend(self, resend: Resend | None) -> Disposition:
+        """Publish the dead letter or retry instead of the delivery: ACK once confirmed."""
+        if resend is None:
+            return Disposition.REJECT
         assert self._publish is not None
+        exchange, routing_key, copy, what = resend
         try:
             self._publish(exchange, routing_key, copy, True)
         except exceptions.TavridaError as exc:
@@ -127,14 +123,36 @@ class SyncEngine:
         return Disposition.ACK
 
 
-def _fate(dead_letters: DeadLetters, copy: AMQPMessage, retried: bool) -> str:
+#: What to publish instead of a delivery: exchange, routing key, the copy, what it is.
+Resend = tuple[str, str, AMQPMessage, str]
+
+
+def _dead_letter(
+    dead_letters: DeadLetters | None, amqp_message: AMQPMessage, error: Exception
+) -> Resend | None:
+    """The dead letter of a message that cannot be handled (None: reject it)."""
+    if dead_letters is None:
+        return None
+    return (*dead_letters.unhandleable(amqp_message, error), "dead-lettered")
+
+
+def _after_failure(
+    dead_letters: DeadLetters | None, amqp_message: AMQPMessage, failure: Exception
+) -> Resend | None:
+    """Log a failed cast or notification; its retry or dead letter (None: reject it)."""
+    if dead_letters is None:
+        _log_failure(failure, "message rejected")
+        return None
+    exchange, routing_key, copy, retried = dead_letters.after_failure(amqp_message, failure)
     if retried:
-        attempt = copy.headers.get("x-tavrida2-attempt")
-        return (
-            f"retried in {int(copy.expiration or 0) / 1000:g} s "
-            f"(attempt {attempt} of {dead_letters.policy.max_attempts})"
+        fate = (
+            f"retried in {int(copy.expiration or 0) / 1000:g} s (attempt "
+            f"{attempt_in(copy.headers)} of {dead_letters.policy.max_attempts})"
         )
-    return f"message rejected: dead-lettered to {dead_letters.policy.queue}"
+    else:
+        fate = f"message rejected: dead-lettered to {dead_letters.policy.queue}"
+    _log_failure(failure, fate)
+    return exchange, routing_key, copy, "retried" if retried else "dead-lettered"
 
 
 def _not_sent(what: str, exc: Exception) -> Disposition:
@@ -219,10 +237,7 @@ class AsyncEngine:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
             if _unhandleable(self._preprocessor, amqp_message, error) is Disposition.REJECT:
-                if self._dead_letters is None:
-                    return Disposition.REJECT
-                exchange, routing_key, copy = self._dead_letters.unhandleable(amqp_message, error)
-                return await self._send(exchange, routing_key, copy, "dead-lettered")
+                return await self._resend(_dead_letter(self._dead_letters, amqp_message, error))
             jobs = []  # the caller's Error is pending: await it below
         for controller, info, message, proxy in jobs:
             try:
@@ -230,17 +245,9 @@ class AsyncEngine:
             except Exception as exc:
                 failure = exc
         if failure is not None:
-            if self._dead_letters is None:
-                _log_failure(failure, "message rejected")
-                disposition = Disposition.REJECT
-            else:
-                exchange, routing_key, copy, retried = self._dead_letters.after_failure(
-                    amqp_message, failure
-                )
-                _log_failure(failure, _fate(self._dead_letters, copy, retried))
-                disposition = await self._send(
-                    exchange, routing_key, copy, "retried" if retried else "dead-lettered"
-                )
+            disposition = await self._resend(
+                _after_failure(self._dead_letters, amqp_message, failure)
+            )
         if pending:
             results = await asyncio.gather(
                 *(
@@ -258,10 +265,12 @@ class AsyncEngine:
                     )
         return disposition
 
-    async def _send(
-        self, exchange: str, routing_key: str, copy: AMQPMessage, what: str
-    ) -> Disposition:
+    async def _resend(self, resend: Resend | None) -> Disposition:
+        """As :meth:`SyncEngine._resend`, through the async driver."""
+        if resend is None:
+            return Disposition.REJECT
         assert self._driver is not None
+        exchange, routing_key, copy, what = resend
         try:
             await self._driver.publish(exchange, routing_key, copy, True)
         except exceptions.TavridaError as exc:

@@ -51,6 +51,14 @@ REQUIRED_HEADERS = (
 DEADLINE_HEADER = "deadline"
 #: How many times a cast or notification has been delivered for handling (1, 2, ...).
 ATTEMPT_HEADER = "x-tavrida2-attempt"
+
+
+def attempt_in(headers: Any) -> int:
+    """Which delivery attempt ``headers`` tell (``x-tavrida2-attempt``; 1 if none or bad)."""
+    value = headers.get(ATTEMPT_HEADER) if isinstance(headers, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
 #: Headers of a dead letter: why, where it failed, where it was first published.
 DEAD_LETTER_HEADERS = (
     "x-tavrida2-reason",
@@ -547,6 +555,7 @@ __all__ = [
     "Outgoing",
     "Request",
     "Response",
+    "attempt_in",
     "fqcn",
     "new_id",
 ]

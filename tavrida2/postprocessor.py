@@ -70,6 +70,8 @@ class PostProcessor(AbstractController):
         self._driver = driver
         self._discovery = discovery
         self.calls = calls
+        # an async engine's outbox publishes in the caller's task with ``send``
+        self._send = getattr(driver, "send", None)
 
     @property
     def driver(self) -> Publisher:
@@ -110,9 +112,8 @@ class PostProcessor(AbstractController):
         """:meth:`process` for an async publisher: awaited here, in the caller's task."""
         exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
         amqp_message = AMQPMessage.create_from_message(message_obj)
-        send = getattr(self._driver, "send", None)
-        if send is not None:
-            await send(exchange, routing_key, amqp_message, mandatory)
+        if self._send is not None:
+            await self._send(exchange, routing_key, amqp_message, mandatory)
             return
         result = self._driver.publish(exchange, routing_key, amqp_message, mandatory)
         if inspect.isawaitable(result):

@@ -172,6 +172,8 @@ class ServiceController(AbstractController):
 
     def _after(self, message: Message, error: BaseException | None) -> None:
         """Tell the incoming middlewares how the handler ended (see ``Middleware.handled``)."""
+        if not self._incoming_middlewares:
+            return
         for middleware in reversed(self._incoming_middlewares):
             try:
                 if error is None:
@@ -211,7 +213,7 @@ class ServiceController(AbstractController):
             kwargs = info.select(checked.payload, self.strict_parameters)
             return getattr(self, info.name), checked, kwargs, info
         except Exception as exc:
-            if checked is not None and self._incoming_middlewares:
+            if checked is not None:
                 self._after(checked, exc)
             self._fail(info.name, message, exc)
             return None

@@ -371,25 +371,22 @@ class PikaDriver(SyncDriver):
     ) -> None:
         """Publish and wait, at most ``publish_timeout``, for the broker's confirmation.
 
-        Everything but requests and answers of waiting callers goes through the
-        pipeline channel (:meth:`publish_async`): pika's own confirm mode waits
+        Everything but requests and answers of waiting callers (unconfirmed: the
+        answer confirms them) goes through the pipeline channel
+        (:meth:`publish_async`): pika's own confirm mode waits
         for the confirmation without a time limit, which on a stalled network
         lasts until a heartbeat check gives up. A confirmation that does not come
         in time raises ``PublishTimeout`` and drops the connection (the next use
         opens a new one): the message may or may not have reached the broker.
         """
-        if message.reply_to == DIRECT_REPLY_TO or (
-            not exchange and routing_key.startswith(_DIRECT_REPLY_PREFIX)
-        ):
-            self._publish_unconfirmed(exchange, routing_key, message, mandatory)
-            return
         pending = self.publish_async(exchange, routing_key, message, mandatory)
-        timeout = self.config.publish_timeout or None
-        self.wait(pending.done, timeout if timeout is not None else float("inf"))
         if not pending.done():
-            with self._lock:
-                self._drop_connection(graceful=False)
-            raise exceptions.PublishTimeout(exchange=exchange, timeout=timeout)
+            timeout = self.config.publish_timeout or None
+            self.wait(pending.done, timeout if timeout is not None else float("inf"))
+            if not pending.done():
+                with self._lock:
+                    self._drop_connection(graceful=False)
+                raise exceptions.PublishTimeout(exchange=exchange, timeout=timeout)
         pending.result()
 
     def _publish_unconfirmed(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tavrida2 import exceptions
-from tavrida2.messages import ATTEMPT_HEADER, Error, IncomingRequestCall, Message
+from tavrida2.messages import Error, IncomingRequestCall, Message, attempt_in
 from tavrida2.middleware.base import Middleware
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,6 @@ class _Entry:
         self.attempt = attempt
         self.at = at
         self.done = False
-
-
-def _attempt(message: Message) -> int:
-    """The delivery attempt of ``message`` (its ``x-tavrida2-attempt``; 1 if none or bad)."""
-    value = message.headers.get(ATTEMPT_HEADER)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 class DeduplicationMiddleware(Middleware):
@@ -123,7 +117,7 @@ class DeduplicationMiddleware(Middleware):
         if not self.calls and isinstance(message, IncomingRequestCall):
             return message
         message_id = message.message_id
-        attempt = _attempt(message)
+        attempt = attempt_in(message.headers)
         with self._lock:
             now = self._clock()
             self._expire(now)
