@@ -213,11 +213,18 @@ class _Acks:
             await self.channel.basic_reject(tag, requeue=False)
 
 
-async def _discard(connection: _Connection) -> None:
-    """Close a connection that is being thrown away: its socket first, whatever happens."""
-    connection.tracked.close()
-    with contextlib.suppress(Exception):
-        await connection.close()
+async def _discard(connection: _Connection, timeout: float = 3.0) -> None:
+    """Close a connection that is being thrown away: bounded, and its socket whatever happens.
+
+    A graceful close waits for the broker's Close-Ok, which a dead or stalled
+    network never brings.
+    """
+    try:
+        with contextlib.suppress(Exception):
+            async with _within(timeout):
+                await connection.close()
+    finally:
+        connection.tracked.close()
 
 
 class AioDriver(AsyncDriver):
@@ -329,10 +336,11 @@ class AioDriver(AsyncDriver):
         self._lose_call_channel("the connection was lost")
         if connection is not None:
             connection.close_callbacks.discard(self._on_connection_closed)
-            with contextlib.suppress(Exception):
-                await connection.close()
             if isinstance(connection, _Connection):
-                connection.tracked.close()
+                await _discard(connection, self.config.socket_timeout or 3.0)
+            else:
+                with contextlib.suppress(Exception):
+                    await connection.close()
 
     def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
         self._lose_call_channel(f"the connection was lost ({exc})")
@@ -660,6 +668,11 @@ class AioDriver(AsyncDriver):
                     async with _within(self.config.socket_timeout or 3.0):
                         await channel.basic_cancel(tag)
         if self._in_flight:
+            if self._reconnecting is not None or self._connection is None:
+                # the connection of these deliveries is gone: they cannot be
+                # acknowledged any more and the broker delivers them again
+                for task in self._in_flight:
+                    task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
 
