@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds a caller waits for an answer unless told otherwise.
 DEFAULT_CALL_TIMEOUT = 30.0
+#: Seconds a thread waits past a call's own timeout for the event loop to end it.
+_LOOP_GRACE = 10.0
+#: Calls pending before the first sweep for abandoned handles (see ``SyncCalls``).
+_SWEEP_AT = 64
 
 
 def check_timeout(timeout: float | None, default: float) -> float:
@@ -98,13 +102,20 @@ class PendingCall:
 
 
 class SyncCalls:
-    """Waiting calls over a :class:`SyncDriver` (a script's client, or a sync server)."""
+    """Waiting calls over a :class:`SyncDriver` (a script's client, or a sync server).
+
+    A ``call_async()`` handle whose ``result()`` is never asked for is not
+    kept forever: once the pending calls outgrow twice what the last sweep
+    left (64 at first), those past their deadline end with ``CallTimeout``
+    and are forgotten.
+    """
 
     def __init__(self, driver: SyncDriver) -> None:
         self._driver = driver
         self._pending: dict[str, PendingCall] = {}
         self._consuming = False
         self._lock = threading.Lock()
+        self._sweep_at = _SWEEP_AT
 
     def start(
         self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
@@ -118,6 +129,8 @@ class SyncCalls:
         correlation_id = message.correlation_id or ""
         pending = PendingCall(self, correlation_id, routing_key, timeout)
         self._pending[correlation_id] = pending
+        if len(self._pending) > self._sweep_at:
+            self._sweep()
         try:
             self._driver.publish(exchange, routing_key, message, True)
         except BaseException:
@@ -143,6 +156,18 @@ class SyncCalls:
             )
             raise pending.error
         return decode_answer(pending.answer)
+
+    def _sweep(self) -> None:
+        """End and forget the calls past their deadline that nobody waits for."""
+        now = time.monotonic()
+        for correlation_id, pending in list(self._pending.items()):
+            if pending.deadline >= now or self._pending.pop(correlation_id, None) is None:
+                continue
+            if not pending.done():
+                pending.error = exceptions.CallTimeout(
+                    entry_point=pending.destination, timeout=pending.timeout
+                )
+        self._sweep_at = max(_SWEEP_AT, 2 * len(self._pending))
 
     def _on_answer(self, answer: AMQPMessage) -> None:
         pending = self._pending.pop(answer.correlation_id or "", None)
@@ -221,7 +246,14 @@ class AsyncCalls:
         coro = self.call(exchange, routing_key, message, timeout)
         if _in_loop(self._loop):
             return coro
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            # the call ends itself after ``timeout``; the grace covers a loop
+            # that stopped running (a server stopping) and never ends it
+            return future.result(timeout + _LOOP_GRACE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise exceptions.CallTimeout(entry_point=routing_key, timeout=timeout) from None
 
     def start(
         self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float

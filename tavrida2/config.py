@@ -8,8 +8,9 @@ reads ``amqp://user:pass@host:port/vhost?heartbeat=30`` or ``memory://name``.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from tavrida2 import exceptions
 
@@ -46,6 +47,41 @@ BOOL_WORDS = {
     "no": False,
     "off": False,
 }
+
+#: The keys ``ssl_options`` may have.
+SSL_OPTIONS = ("ca_certs", "certfile", "keyfile", "server_hostname")
+
+#: The locale aiormq sends in ``Connection.StartOk``: it has no way to send another.
+AIORMQ_LOCALE = "en_US"
+
+# AMQP sends the heartbeat as a short; aiormq turns the largest one into 0 (no heartbeats).
+_AMQP_SHORT_MAX = 65535
+
+
+class _ServerNameContext(ssl.SSLContext):
+    """A client ``SSLContext`` that checks the broker's certificate against ``server_name``.
+
+    asyncio hands ``wrap_bio`` the host it connects to as the name to check (and
+    to send as SNI), and aio-pika has no parameter for another name, so
+    ``ssl_options["server_hostname"]`` travels inside the context. pika passes
+    the same name to ``wrap_socket`` itself.
+    """
+
+    server_name: str | None = None
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """``SSLContext.wrap_bio`` checking ``server_name`` (when set) instead of the host."""
+        if not server_side and self.server_name:
+            server_hostname = self.server_name
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
 
 # URL query parameter -> (attribute, converter)
 _URL_PARAMS: dict[str, tuple[str, Any]] = {
@@ -162,9 +198,10 @@ class ConnectionConfig:
             if not isinstance(value, int | float) or value < 0:
                 fail(name, "a non-negative number of seconds")
         if self.heartbeat_interval is not None and (
-            not isinstance(self.heartbeat_interval, int | float) or self.heartbeat_interval < 0
+            not isinstance(self.heartbeat_interval, int | float)
+            or not 0 <= self.heartbeat_interval <= _AMQP_SHORT_MAX
         ):
-            fail("heartbeat_interval", "a non-negative number of seconds")
+            fail("heartbeat_interval", f"a number of seconds from 0 to {_AMQP_SHORT_MAX}")
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ConnectionConfig:
@@ -221,21 +258,50 @@ class ConnectionConfig:
         """The parameters as a dict (credentials as the object, which masks its password)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    def to_pika_params(self) -> Any:
-        """``pika.ConnectionParameters`` for this config."""
-        import pika
+    def _ssl_context(self) -> _ServerNameContext:
+        """The TLS context of ``ssl_options``, for both engines.
 
-        ssl_options = None
-        if self.ssl:
-            import ssl as ssl_module
-
-            context = ssl_module.create_default_context()
-            options = dict(self.ssl_options or {})
+        It verifies the broker's certificate (the system's CAs plus ``ca_certs``)
+        and its name (``server_hostname``, else ``host``); ``certfile`` and
+        ``keyfile`` are the client's certificate. Unknown keys, a ``keyfile``
+        without ``certfile`` and files that cannot be loaded raise ``ConfigError``.
+        """
+        options = dict(self.ssl_options or {})
+        unknown = sorted(set(options) - set(SSL_OPTIONS))
+        if unknown:
+            raise exceptions.ConfigError(
+                reason=f"unknown ssl_options {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(SSL_OPTIONS)}"
+            )
+        if options.get("keyfile") and not options.get("certfile"):
+            raise exceptions.ConfigError(reason="ssl_options keyfile needs certfile")
+        # as ssl.create_default_context() makes it, but of the subclass
+        context = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        try:
             if options.get("ca_certs"):
                 context.load_verify_locations(options["ca_certs"])
             if options.get("certfile"):
                 context.load_cert_chain(options["certfile"], options.get("keyfile"))
-            ssl_options = pika.SSLOptions(context, options.get("server_hostname", self.host))
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise exceptions.ConfigError(
+                reason=f"ssl_options {options}: cannot load the certificates ({exc})"
+            ) from None
+        context.server_name = options.get("server_hostname") or self.host
+        return context
+
+    def to_pika_params(self) -> Any:
+        """``pika.ConnectionParameters`` for this config (the sync engine).
+
+        pika honours every connection setting; a value it refuses (say
+        ``channel_max=0``) raises ``ConfigError``.
+        """
+        import pika
+
+        ssl_options = None
+        if self.ssl:
+            context = self._ssl_context()
+            ssl_options = pika.SSLOptions(context, context.server_name)
         params: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -257,7 +323,50 @@ class ConnectionConfig:
             params["frame_max"] = self.frame_max
         if self.locale is not None:
             params["locale"] = self.locale
-        return pika.ConnectionParameters(**params)
+        try:
+            return pika.ConnectionParameters(**params)
+        except (TypeError, ValueError) as exc:
+            raise exceptions.ConfigError(
+                reason=f"the sync engine (pika) refuses the connection settings: {exc}"
+            ) from None
+
+    def to_aio_params(self) -> tuple[str, dict[str, Any]]:
+        """The URL and keyword arguments of ``aio_pika.Connection`` (the async engine).
+
+        The URL carries the address, credentials and virtual host, the
+        connection name (aiormq's ``name``) and ``heartbeat``; with ``ssl`` its
+        scheme is ``amqps`` and the keyword arguments hold ``ssl_context``, the
+        same context ``to_pika_params`` gives pika. ``connection_attempts``,
+        ``retry_delay`` and ``socket_timeout`` are the driver's own business.
+
+        Raises ``ConfigError`` for what aiormq cannot honour: ``channel_max``
+        and ``frame_max`` (it always accepts the broker's values), a ``locale``
+        other than ``en_US`` and a heartbeat of 65535 seconds (it sends none).
+        """
+        for name in ("channel_max", "frame_max"):
+            if getattr(self, name) is not None:
+                raise exceptions.ConfigError(
+                    reason=f"{name} cannot be set on the async engine: "
+                    "aiormq always accepts the broker's value"
+                )
+        if self.locale is not None and self.locale != AIORMQ_LOCALE:
+            raise exceptions.ConfigError(
+                reason=f"locale={self.locale!r} cannot be set on the async engine: "
+                f"aiormq always sends {AIORMQ_LOCALE!r}"
+            )
+        query = {"name": self.connection_name or "tavrida2"}
+        if self.heartbeat_interval is not None:
+            heartbeat = int(self.heartbeat_interval)
+            if heartbeat >= _AMQP_SHORT_MAX:
+                raise exceptions.ConfigError(
+                    reason=f"heartbeat_interval={self.heartbeat_interval!r} cannot be set on "
+                    f"the async engine: aiormq takes {_AMQP_SHORT_MAX} s for no heartbeats"
+                )
+            query["heartbeat"] = str(heartbeat)
+        kwargs: dict[str, Any] = {}
+        if self.ssl:
+            kwargs["ssl_context"] = self._ssl_context()
+        return f"{self.to_url(mask_password=False)}?{urlencode(query)}", kwargs
 
     def __repr__(self) -> str:
         return f"ConnectionConfig({self.to_url()!r}, async_engine={self.async_engine})"
@@ -274,4 +383,4 @@ def _mask_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-__all__ = ["DEFAULT_PREFETCH", "ConnectionConfig", "Credentials"]
+__all__ = ["AIORMQ_LOCALE", "DEFAULT_PREFETCH", "SSL_OPTIONS", "ConnectionConfig", "Credentials"]

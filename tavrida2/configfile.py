@@ -12,6 +12,8 @@
     ; dead letters (all optional): hello_queue.dlx / hello_queue.dlq by default
     max_attempts = 3
     retry_delay = 1.0
+    ; seconds a stopping server waits for the handlers in progress
+    stop_timeout = 30
 
     [connection]
     host = localhost
@@ -52,6 +54,7 @@ from tavrida2.config import BOOL_WORDS, ConnectionConfig, Credentials
 from tavrida2.deadletter import DeadLetterPolicy
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
+from tavrida2.engine import DEFAULT_STOP_TIMEOUT
 from tavrida2.service import ServiceController
 
 #: Environment variable whose URL overrides the broker address of ``[connection]``.
@@ -87,6 +90,7 @@ SCHEMA: dict[str, Any] = {
                 "max_attempts": {"type": "integer", "minimum": 1},
                 "retry_delay": {"type": "number", "minimum": 0},
                 "retry_delay_max": {"type": "number", "minimum": 0},
+                "stop_timeout": {"type": "number", "exclusiveMinimum": 0},
             },
             "required": ["queue_name", "exchange_name", "services"],
             "additionalProperties": False,
@@ -107,7 +111,7 @@ SCHEMA: dict[str, Any] = {
                 "async_engine": {"type": "boolean"},
                 "ssl": {"type": "boolean"},
                 "prefetch_count": {"type": "integer", "minimum": 0},
-                "publish_timeout": {"type": "number", "minimum": 0},
+                "publish_timeout": {"type": "number", "exclusiveMinimum": 0},
                 "persistent": {"type": "boolean"},
                 "connection_name": _NAME,
             },
@@ -156,6 +160,8 @@ class ServerConfig:
     connection: ConnectionConfig
     #: None when ``dead_letters = false``.
     dead_letters: DeadLetterPolicy | None = None
+    #: Seconds a stopping server waits for the handlers in progress.
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -340,6 +346,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         tuple(entries),
         connection_config(file, sections, os.environ if environ is None else environ),
         dead_letter_policy(file, server),
+        float(server.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
     )
 
 

@@ -1,10 +1,12 @@
 """Engines: run the pipeline for each delivery and decide what the driver does with it.
 
 The sync engine calls everything in the driver's thread; what handlers send is
-published (and confirmed) as they send it. The async engine runs each
-delivery in a task: ``async def`` handlers are awaited, plain ones run in an
-executor; what they send is published at once in tasks of its own, and the
-delivery is settled only after all of it was confirmed.
+published (and confirmed) as they send it, or, with ``cast_async()``, confirmed
+before the handler counts as done. The async engine runs each delivery in a
+task: ``async def`` handlers are awaited, plain ones run in an executor; what
+they send is published at once in tasks of its own. On both, a handler whose
+sends were not all confirmed has failed (:mod:`tavrida2.confirmations`): its
+delivery is never acknowledged as handled.
 
 Dispositions: handled (even if the answer is an Error) -> ACK; a message that
 can never be handled is dead-lettered, a cast/notification whose handler
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tavrida2 import exceptions
+from tavrida2.confirmations import first_failure_async, track, tracking
 from tavrida2.deadletter import DeadLetters
 from tavrida2.drivers.base import AsyncDriver, Disposition
 from tavrida2.masking import mask_url_passwords
@@ -33,12 +36,12 @@ from tavrida2.preprocessor import PreProcessor
 from tavrida2.steps import LoggingMiddleware
 
 log = logging.getLogger(__name__)
+
+#: Seconds a stopping server waits for the handlers in progress (``stop_timeout``).
+DEFAULT_STOP_TIMEOUT = 30.0
 _masker = LoggingMiddleware()
 
 PendingPublish = asyncio.Future[Any] | concurrent.futures.Future[Any]
-_pending: contextvars.ContextVar[list[PendingPublish] | None] = contextvars.ContextVar(
-    "tavrida2_pending_publishes", default=None
-)
 
 
 def _unhandleable(
@@ -201,9 +204,7 @@ class AsyncOutbox:
             future = self._loop.create_task(coro)
         else:
             future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        pending = _pending.get()
-        if pending is not None:
-            pending.append(future)
+        track(future)
         return future
 
 
@@ -229,41 +230,39 @@ class AsyncEngine:
         return await self._loop.run_in_executor(self._executor, context.run, func)
 
     async def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
-        pending: list[PendingPublish] = []
-        _pending.set(pending)
-        disposition = Disposition.ACK
-        failure: Exception | None = None
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
-            if _unhandleable(self._preprocessor, amqp_message, error) is Disposition.REJECT:
+            with tracking() as sent:  # the Error for the caller, published in a task
+                disposition = _unhandleable(self._preprocessor, amqp_message, error)
+            if disposition is Disposition.ACK and sent:
+                unsent = await first_failure_async(sent)
+                if unsent is not None:
+                    log.error("could not answer the caller: %s", unsent)
+                    disposition = Disposition.REJECT
+            if disposition is Disposition.REJECT:
                 return await self._resend(_dead_letter(self._dead_letters, amqp_message, error))
-            jobs = []  # the caller's Error is pending: await it below
-        for controller, info, message, proxy in jobs:
-            try:
-                await controller.handle_async(info, message, proxy, self.run_sync)
-            except Exception as exc:
-                failure = exc
-        if failure is not None:
-            disposition = await self._resend(
-                _after_failure(self._dead_letters, amqp_message, failure)
-            )
-        if pending:
-            results = await asyncio.gather(
-                *(
-                    asyncio.wrap_future(f) if isinstance(f, concurrent.futures.Future) else f
-                    for f in pending
-                ),
-                return_exceptions=True,
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    log.error(
-                        "a message sent while handling %s was not delivered: %s",
-                        amqp_message.headers.get("message_id", "?"),
-                        result,
-                    )
-        return disposition
+            return disposition
+        failure: Exception | None = None
+        # answers the controllers publish without awaiting (an Error for a request
+        # a middleware turned down): settled only once they were sent
+        with tracking() as answers:
+            for controller, info, message, proxy in jobs:
+                try:
+                    await controller.handle_async(info, message, proxy, self.run_sync)
+                except Exception as exc:
+                    failure = exc
+        if answers:
+            unsent = await first_failure_async(answers)
+            if unsent is not None:
+                log.error(
+                    "the answer to %s could not be sent: %s",
+                    amqp_message.headers.get("message_id", "?"),
+                    unsent,
+                )
+        if failure is None:
+            return Disposition.ACK
+        return await self._resend(_after_failure(self._dead_letters, amqp_message, failure))
 
     async def _resend(self, resend: Resend | None) -> Disposition:
         """As :meth:`SyncEngine._resend`, through the async driver."""
@@ -278,4 +277,4 @@ class AsyncEngine:
         return Disposition.ACK
 
 
-__all__ = ["AsyncEngine", "AsyncOutbox", "SyncEngine"]
+__all__ = ["DEFAULT_STOP_TIMEOUT", "AsyncEngine", "AsyncOutbox", "SyncEngine"]

@@ -7,6 +7,7 @@ import inspect
 from typing import Any, Protocol
 
 from tavrida2 import entry_point, exceptions
+from tavrida2.confirmations import track
 from tavrida2.controller import AbstractController
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.messages import AMQPMessage, Message, MessageType, Request
@@ -98,15 +99,17 @@ class PostProcessor(AbstractController):
         """Publish without waiting for the confirmation: a handle to wait on later.
 
         A sync publisher's ``PendingPublish`` (``result()`` waits), or an
-        asyncio future of an async publisher's publish.
+        asyncio future of an async publisher's publish. A handler's delivery
+        is settled only once the handle's publish was confirmed
+        (:mod:`tavrida2.confirmations`).
         """
         exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
         amqp_message = AMQPMessage.create_from_message(message_obj)
         publish_async = getattr(self._driver, "publish_async", None)
         if publish_async is not None:
-            return publish_async(exchange, routing_key, amqp_message, mandatory)
+            return track(publish_async(exchange, routing_key, amqp_message, mandatory))
         result = self._driver.publish(exchange, routing_key, amqp_message, mandatory)
-        return asyncio.ensure_future(result) if inspect.isawaitable(result) else result
+        return track(asyncio.ensure_future(result)) if inspect.isawaitable(result) else result
 
     async def send(self, message_obj: Message) -> None:
         """:meth:`process` for an async publisher: awaited here, in the caller's task."""

@@ -18,7 +18,7 @@ from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.topology import Topology, server_topology
-from tavrida2.engine import AsyncEngine, AsyncOutbox, SyncEngine
+from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.router import RoutingTable
@@ -56,6 +56,7 @@ class Server:
         service_list: Sequence[type[ServiceController]] | type[ServiceController],
         *,
         dead_letters: DeadLetterPolicy | bool = True,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -71,6 +72,16 @@ class Server:
                 raise exceptions.NeedToBeController(service=repr(cls))
             if not config.async_engine:
                 _check_sync_handlers(cls)
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, int | float):
+            raise exceptions.ConfigError(reason=f"stop_timeout={stop_timeout!r}: expected seconds")
+        if not 0 < stop_timeout < float("inf"):
+            raise exceptions.ConfigError(
+                reason=f"stop_timeout={stop_timeout!r}: expected a positive number of seconds"
+            )
+        #: Seconds a stopping server waits for the handlers in progress; then
+        #: their deliveries are left unacknowledged (delivered again) and the
+        #: connection is closed.
+        self.stop_timeout = float(stop_timeout)
         self._config = config
         if dead_letters is True:
             dead_letters = DeadLetterPolicy.for_queue(queue_name)
@@ -85,6 +96,8 @@ class Server:
         self._stop_requested = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
+        self._stop_timer: threading.Timer | None = None
+        self._finished = threading.Event()
         self.started = threading.Event()
 
     @property
@@ -163,29 +176,61 @@ class Server:
         Raises ``ConnectionFailed`` if the broker cannot be reached at start, or
         once a lost connection could not be restored in ``reconnect_attempts``.
         """
-        with _stop_on_signals(self):
-            if self._config.async_engine:
-                asyncio.run(self.serve())
-                return
-            self.start()
-            assert isinstance(self._driver, SyncDriver)
-            self.started.set()
-            try:
-                if not self._stop_requested.is_set():
-                    self._driver.run()
-            finally:
-                self._driver.close()
-                log.info("server %s stopped", self._exchange_name)
+        self._finished.clear()
+        try:
+            with _stop_on_signals(self):
+                if self._config.async_engine:
+                    asyncio.run(self.serve())
+                    return
+                try:
+                    self.start()
+                    assert isinstance(self._driver, SyncDriver)
+                    self.started.set()
+                    if not self._stop_requested.is_set():
+                        self._driver.run()
+                finally:
+                    if self._driver is not None:
+                        self._driver.close()
+                    log.info("server %s stopped", self._exchange_name)
+        finally:
+            self._finished.set()
+            if self._stop_timer is not None:
+                self._stop_timer.cancel()
 
     def stop(self) -> None:
-        """Ask the server to stop (from any thread or a signal handler)."""
+        """Ask the server to stop (from any thread or a signal handler).
+
+        The handlers in progress get ``stop_timeout`` seconds to finish; on the
+        sync engine a handler still running then has its connection cut (its
+        delivery goes back to the queue), on the async engine it is cancelled.
+        """
+        first = not self._stop_requested.is_set()
         self._stop_requested.set()
         driver = self._driver
         if isinstance(driver, SyncDriver):
             driver.stop()
+            if first and self._stop_timer is None:
+                timer = threading.Timer(self.stop_timeout, self._abandon_handler)
+                timer.daemon = True
+                self._stop_timer = timer
+                timer.start()
         loop, event = self._loop, self._stop_event
         if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
+
+    def _abandon_handler(self) -> None:
+        """The sync engine's handler did not return within ``stop_timeout``."""
+        if self._finished.is_set():
+            return
+        log.error(
+            "server %s: a handler is still running %s s after the stop was asked "
+            "(stop_timeout); cutting the connection: its delivery goes back to the queue",
+            self._exchange_name,
+            self.stop_timeout,
+        )
+        abandon = getattr(self._driver, "abandon", None)
+        if callable(abandon):
+            abandon()
 
     # -- async engine --------------------------------------------------------
 
@@ -221,7 +266,7 @@ class Server:
             self.started.set()
             if not self._stop_requested.is_set():
                 await self._wait_for_stop(driver)
-            await driver.stop_consuming()
+            await driver.stop_consuming(self.stop_timeout)
         finally:
             await driver.close()
             log.info("server %s stopped", self._exchange_name)
@@ -265,6 +310,7 @@ class CLIServer(Server):
             loaded.exchange_name,
             loaded.controllers,
             dead_letters=loaded.dead_letters or False,
+            stop_timeout=loaded.stop_timeout,
         )
 
 
@@ -277,12 +323,25 @@ def _check_sync_handlers(cls: type[ServiceController]) -> None:
             )
 
 
+#: Seconds a process stopped by a signal gets, past ``stop_timeout``, to close.
+_CLOSING_GRACE = 3.0
+
+
 class _stop_on_signals:
-    """Route SIGINT/SIGTERM to ``server.stop()`` while serving (main thread only)."""
+    """Route SIGINT/SIGTERM to ``server.stop()`` while serving (main thread only).
+
+    A signal asks the process to end, so it does end: if the server has not
+    stopped ``stop_timeout`` + 3 s after the first signal (a handler that
+    neither returns nor can be cancelled: a plain function blocked in an
+    executor thread), or at a second signal, the process exits with status 1.
+    Its unacknowledged deliveries go back to their queue when its connection
+    drops.
+    """
 
     def __init__(self, server: Server) -> None:
         self._server = server
         self._previous: dict[int, Any] = {}
+        self._signalled = False
 
     def __enter__(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -291,8 +350,28 @@ class _stop_on_signals:
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self._signalled:
+            self._exit(f"signal {name} again while stopping")
+            return
+        self._signalled = True
+        log.info("signal %s: stopping", name)
         self._server.stop()
+        threading.Thread(target=self._last_resort, name="tavrida2-stop", daemon=True).start()
+
+    def _last_resort(self) -> None:
+        server = self._server
+        if not server._finished.wait(server.stop_timeout + _CLOSING_GRACE):
+            self._exit(
+                f"not stopped {server.stop_timeout + _CLOSING_GRACE:g} s after the signal "
+                f"(stop_timeout={server.stop_timeout:g}): a handler does not return"
+            )
+
+    @staticmethod
+    def _exit(reason: str) -> None:
+        log.critical("%s; exiting now (unacknowledged deliveries go back to their queue)", reason)
+        logging.shutdown()
+        os._exit(1)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():

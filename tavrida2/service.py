@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from tavrida2 import exceptions
+from tavrida2 import confirmations, exceptions
 from tavrida2.controller import AbstractController
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.local import LocalDiscovery
@@ -129,11 +129,19 @@ class ServiceController(AbstractController):
             raise exceptions.IncompatibleHandler(
                 handler=info.name, reason="an async def handler needs async_engine=True"
             )
-        try:
-            result = handler(message, proxy, **kwargs)
-        except Exception as exc:
-            self._after(message, exc)
-            self._fail(info.name, message, exc)
+        error: Exception | None = None
+        with confirmations.tracking() as sent:
+            try:
+                result = handler(message, proxy, **kwargs)
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            self._after(message, error)
+            self._fail(info.name, message, error)
+            return
+        failure = confirmations.first_failure(sent) if sent else None
+        if failure is not None:
+            self._unconfirmed(info.name, message, failure)
             return
         self._finish(message, result)
         self._after(message, None)
@@ -151,14 +159,22 @@ class ServiceController(AbstractController):
         handler, checked, kwargs, info = prepared
         if checked is not message:
             proxy, message = self._proxy_for(checked), checked
-        try:
-            if info.is_coroutine:
-                result = await handler(message, proxy, **kwargs)
-            else:
-                result = await run_sync(functools.partial(handler, message, proxy, **kwargs))
-        except Exception as exc:
-            self._after(message, exc)
-            self._fail(info.name, message, exc)
+        error: Exception | None = None
+        with confirmations.tracking() as sent:
+            try:
+                if info.is_coroutine:
+                    result = await handler(message, proxy, **kwargs)
+                else:
+                    result = await run_sync(functools.partial(handler, message, proxy, **kwargs))
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            self._after(message, error)
+            self._fail(info.name, message, error)
+            return
+        failure = await confirmations.first_failure_async(sent) if sent else None
+        if failure is not None:
+            self._unconfirmed(info.name, message, failure)
             return
         if isinstance(message, IncomingRequestCall):
             answer = self._answer(message, result)
@@ -169,6 +185,17 @@ class ServiceController(AbstractController):
         else:
             self._check_cast_result(result)
         self._after(message, None)
+
+    def _unconfirmed(self, handler: str, message: Message, failure: Exception) -> None:
+        """A message the handler sent was not confirmed: the handler failed."""
+        log.error(
+            "%s.%s: a message it sent was not confirmed (%s); the handler counts as failed",
+            self.service_name,
+            handler,
+            failure,
+        )
+        self._after(message, failure)
+        self._fail(handler, message, failure)
 
     def _after(self, message: Message, error: BaseException | None) -> None:
         """Tell the incoming middlewares how the handler ended (see ``Middleware.handled``)."""

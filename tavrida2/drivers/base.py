@@ -199,8 +199,12 @@ class AsyncDriver(abc.ABC):
         """Subscribe ``callback``; each delivery is handled in a task of its own."""
 
     @abc.abstractmethod
-    async def stop_consuming(self) -> None:
-        """Stop taking deliveries and wait for the ones in progress to be settled."""
+    async def stop_consuming(self, timeout: float | None = None) -> None:
+        """Stop taking deliveries; wait (at most ``timeout`` s) for the ones in progress.
+
+        Those still being handled after ``timeout`` are cancelled and left
+        unacknowledged: the broker delivers them again once the connection closes.
+        """
 
     @abc.abstractmethod
     async def consume_replies(

@@ -786,7 +786,7 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
             disposition = Disposition.REQUEUE
         self.broker.settle(delivery, disposition)
 
-    async def stop_consuming(self) -> None:
+    async def stop_consuming(self, timeout: float | None = None) -> None:
         for consumer in self._consumers:
             consumer.active = False
             if consumer.notify is not None:
@@ -796,7 +796,17 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
         if self._loops:
             await asyncio.gather(*self._loops, return_exceptions=True)
         if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            _, unfinished = await asyncio.wait(set(self._in_flight), timeout=timeout)
+            if unfinished:
+                log.warning(
+                    "%s deliveries still being handled after stop_timeout=%s s: left "
+                    "unacknowledged (delivered again)",
+                    len(unfinished),
+                    timeout,
+                )
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.wait(unfinished, timeout=1.0)
         for consumer in self._consumers:
             self.broker.cancel_consumer(consumer)
         self._consumers.clear()

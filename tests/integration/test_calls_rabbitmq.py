@@ -204,34 +204,45 @@ def test_unknown_method_fails_fast_with_handler_not_found(engine: bool, setup: S
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_call_timeout_within_timeout_plus_half_a_second(engine: bool, setup: Setup) -> None:
+def test_call_times_out_at_its_timeout_not_before_and_not_at_the_answer(
+    engine: bool, setup: Setup
+) -> None:
+    # Not before the timeout (less a clock tick); well before the handler could
+    # answer, with room for a loaded machine: a call that waited for the answer
+    # returns it, one that never times out hangs, one that fires early is too quick.
+    timeout, slack = 0.5, 5.0
+    handler_seconds = timeout + slack + 1.0  # no answer can come within the bound
     setup.start_calc(engine)
     with setup.client() as cli:
         started = time.monotonic()
         with pytest.raises(exceptions.CallTimeout) as raised:
-            cli.calc.slow(seconds=2.0).call(timeout=0.5)
+            cli.calc.slow(seconds=handler_seconds).call(timeout=timeout)
         elapsed = time.monotonic() - started
     assert isinstance(raised.value, TimeoutError)
-    assert 0.5 <= elapsed < 1.0, elapsed
+    assert timeout - 0.01 <= elapsed < timeout + slack, elapsed
 
     async def scenario() -> float:
         async with setup.async_client() as cli:
             started = time.monotonic()
             with pytest.raises(exceptions.CallTimeout):
-                await cli.calc.slow(seconds=2.0).call(timeout=0.5)
+                await cli.calc.slow(seconds=handler_seconds).call(timeout=timeout)
             return time.monotonic() - started
 
     elapsed = run(scenario())
-    assert 0.5 <= elapsed < 1.0, elapsed
+    assert timeout - 0.01 <= elapsed < timeout + slack, elapsed
 
 
 def test_default_timeout_is_the_clients(setup: Setup) -> None:
+    # The client's 0.4 s, not the library's 30 s default: not before 0.4 s (less
+    # a clock tick), and before the handler answers (which a 30 s wait would get).
+    timeout, slack = 0.4, 5.0
     setup.start_calc(False)
-    with setup.client(timeout=0.4) as cli:
+    with setup.client(timeout=timeout) as cli:
         started = time.monotonic()
         with pytest.raises(exceptions.CallTimeout):
-            cli.calc.slow(seconds=1.5).call()
-        assert 0.4 <= time.monotonic() - started < 0.9
+            cli.calc.slow(seconds=timeout + slack + 1.0).call()
+        elapsed = time.monotonic() - started
+    assert timeout - 0.01 <= elapsed < timeout + slack, elapsed
 
 
 # -- many calls ------------------------------------------------------------------------

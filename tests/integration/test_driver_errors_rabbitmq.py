@@ -118,7 +118,7 @@ def test_wrong_credentials_fail_at_once_without_retrying(engine: bool) -> None:
         "amqp://guest:wrong-password@127.0.0.1:5672/%2F",
         async_engine=engine,
         connection_attempts=5,
-        retry_delay=1,
+        retry_delay=10,
     )
     driver = make_driver(engine, conf)
     started = time.monotonic()
@@ -127,7 +127,9 @@ def test_wrong_credentials_fail_at_once_without_retrying(engine: bool) -> None:
             driver.connect()
     finally:
         driver.close()
-    assert time.monotonic() - started < 3  # five attempts would take 15 s of backoff
+    # a single retry would first wait retry_delay (10 s), five attempts 40 s of backoff;
+    # one refused attempt takes well under that even on a loaded machine
+    assert time.monotonic() - started < 10
     assert "credentials" in str(caught.value)
     assert "wrong-password" not in str(caught.value)
 

@@ -344,6 +344,8 @@ def test_network_stall_detected_then_reconnected(
 
     assert lost == 0
     assert casts.confirmed == set(range(CASTS))
-    assert broker_noticed <= 2 * HEARTBEAT + 3, f"the broker took {broker_noticed:.1f} s"
-    assert noticed <= library_bound + 3, f"tavrida2 took {noticed:.1f} s to notice the stall"
+    # the 2 s heartbeat was negotiated: with the broker's default (60 s) both would take
+    # minutes; the slack is for rabbitmqctl polling and a loaded machine
+    assert broker_noticed <= 2 * HEARTBEAT + 10, f"the broker took {broker_noticed:.1f} s"
+    assert noticed <= library_bound + 10, f"tavrida2 took {noticed:.1f} s to notice the stall"
     assert consumers_of(queue) == 1

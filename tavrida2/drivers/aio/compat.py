@@ -1,0 +1,135 @@
+"""Workarounds of the libraries under the async driver, each with its reason.
+
+- pamqp <= 3.3.0 cannot encode header integers from -128 to -1;
+- aiormq leaves the socket of a lost connection open;
+- ``asyncio.timeout`` is new in Python 3.11.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import aiormq
+from pamqp import encode as pamqp_encode
+
+
+def patch_pamqp_small_negative_integers() -> None:
+    """Let pamqp encode header integers from -128 to -1 (it raises ``struct.error``).
+
+    pamqp <= 3.3.0 tags them ``b`` (signed 8-bit) but packs them unsigned
+    (gmr/pamqp#45, fixed upstream by #58; aiormq 6 pins pamqp 3.3.0). The
+    replacement packs exactly those values signed and leaves every other value,
+    and any pamqp that already encodes them, alone.
+    """
+    original = pamqp_encode.table_integer
+    try:
+        original(-1)
+    except struct.error:
+        pass
+    else:
+        return
+    signed_byte = struct.Struct(">b")
+
+    def table_integer(value: int) -> bytes:
+        if -128 <= value < 0:
+            return b"b" + signed_byte.pack(value)
+        return original(value)
+
+    pamqp_encode.table_integer = table_integer
+
+
+patch_pamqp_small_negative_integers()
+
+
+class TrackedTransport(aiormq.TransportFactory):
+    """aiormq's own transport factory, keeping the writer it made.
+
+    aiormq leaves the ``StreamWriter`` of a connection the broker closed (or
+    that was lost) unclosed (https://github.com/mosquito/aiormq/issues/231):
+    its socket lingers until garbage collection, which warns. The driver
+    closes it when it throws the connection away.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def create(
+        self, url: Any, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self._inner.create(url, **kwargs)
+        self.writer = writer
+        return reader, writer
+
+    def close(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None and not writer.is_closing():
+            writer.close()
+
+
+class Connection(aio_pika.Connection):
+    """An aio-pika connection whose transport the driver can close (see ``TrackedTransport``)."""
+
+    def __init__(self, url: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        secure = self.url.scheme == "amqps"
+        inner = (
+            aiormq.connection.TLSTransportFactory()
+            if secure
+            else aiormq.connection.TCPTransportFactory()
+        )
+        self.tracked = TrackedTransport(inner)
+        self.kwargs["transport_factory"] = self.tracked
+
+
+if sys.version_info >= (3, 11):
+    within = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+
+    @contextlib.asynccontextmanager
+    async def within(seconds: float | None) -> AsyncIterator[None]:
+        """``asyncio.timeout`` for Python 3.10: cancel the task when time is up."""
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            if task is not None:
+                task.cancel()
+
+        timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if expired:
+                raise asyncio.TimeoutError from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+async def discard(connection: Any, timeout: float = 3.0) -> None:
+    """Close a connection that is being thrown away: bounded, and its socket whatever happens.
+
+    A graceful close waits for the broker's Close-Ok, which a dead or stalled
+    network never brings.
+    """
+    try:
+        with contextlib.suppress(Exception):
+            async with within(timeout):
+                await connection.close()
+    finally:
+        tracked = getattr(connection, "tracked", None)
+        if tracked is not None:
+            tracked.close()
+
+
+__all__ = ["Connection", "TrackedTransport", "discard", "patch_pamqp_small_negative_integers"]

@@ -1,0 +1,222 @@
+"""The async driver's connection: open, lose, reconnect with backoff, close.
+
+Each concern of the driver (publishing, consuming, direct replies) sets up
+its channels on a new connection in ``_attach`` and forgets them in
+``_detach``; these cooperative methods run in the order of the driver's bases
+(publishing first, so the topology exists before anything consumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aio_pika
+import aiormq
+import aiormq.exceptions as aex
+import tenacity
+from pamqp.exceptions import AMQPInternalError
+
+from tavrida2 import exceptions
+from tavrida2.config import ConnectionConfig
+from tavrida2.drivers.aio.compat import Connection, discard, within
+from tavrida2.drivers.base import AsyncDriver
+from tavrida2.drivers.errors import from_channel_close
+from tavrida2.drivers.shared import Declarations, connection_failed, retry_policy
+
+log = logging.getLogger("tavrida2.drivers.aio")
+
+CONNECTION_ERRORS = (
+    aex.AMQPConnectionError,
+    aex.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def channel_error(exc: BaseException, name: str) -> exceptions.DriverError:
+    """The tavrida2 error of an aiormq channel the broker closed."""
+    frame = exc.args[0] if exc.args else None
+    code = getattr(frame, "reply_code", None)
+    text = getattr(frame, "reply_text", str(exc))
+    if code is None:
+        code = (
+            404
+            if isinstance(exc, aex.ChannelNotFoundEntity)
+            else (406 if isinstance(exc, aex.ChannelPreconditionFailed) else 0)
+        )
+    return from_channel_close(int(code), str(text), name)
+
+
+class AioConnection(AsyncDriver):
+    """One aio-pika connection, kept up (the base of :class:`~tavrida2.drivers.aio.AioDriver`)."""
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.config = config
+        self._url, self._connect_kwargs = config.to_aio_params()
+        self._target = config.to_url()
+        self._delivery_mode = 2 if config.persistent else 1
+        self._connection: Any = None
+        #: aio-pika channel objects by role, kept alive while their aiormq channel is used
+        self._wrappers: dict[str, Any] = {}
+        self._declarations = Declarations()
+        self._closing = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._gave_up = asyncio.Event()
+        self._failure: exceptions.ConnectionFailed | None = None
+
+    # -- cooperative hooks of the concerns -------------------------------------
+
+    async def _attach(self) -> None:
+        """Set up this concern's channels on the new ``self._connection``."""
+
+    def _detach(self, reason: str) -> None:
+        """Forget this concern's channels: the connection is gone (``reason``)."""
+
+    async def _channel(self, role: str, confirms: bool) -> Any:
+        """A new aiormq channel for ``role``, replacing the one it had."""
+        wrapper = await self._connection.channel(
+            publisher_confirms=confirms, on_return_raises=confirms
+        )
+        self._wrappers[role] = wrapper
+        return await wrapper.get_underlay_channel()
+
+    # -- connecting --------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._closing = False
+        await self._retrying(tenacity.stop_after_attempt(max(1, self.config.connection_attempts)))
+
+    async def _retrying(self, stop: Any) -> None:
+        try:
+            async for attempt in tenacity.AsyncRetrying(
+                stop=stop, **retry_policy(self.config, self._target, CONNECTION_ERRORS)
+            ):
+                with attempt:
+                    await self._open()
+        except CONNECTION_ERRORS as exc:
+            raise connection_failed(exc, self._target) from None
+
+    async def _open(self) -> None:
+        await self._drop_connection()
+        connection = Connection(aio_pika.connection.make_url(self._url), **self._connect_kwargs)
+        try:
+            await connection.connect(timeout=self.config.socket_timeout or None)
+        except BaseException as exc:
+            # a handshake cut short (the broker stopping, a refused vhost) leaves
+            # aiormq's socket open: close it here
+            await discard(connection)
+            if not isinstance(exc, AMQPInternalError):
+                raise
+            # aiormq reports a refused Connection.Open (e.g. an unknown virtual host,
+            # 530 NOT_ALLOWED) as an internal error carrying the broker's Close frame
+            close = next((a for a in exc.args if isinstance(a, aiormq.spec.Connection.Close)), None)
+            if close is None:
+                raise
+            raise aex.ConnectionClosed(close.reply_code, close.reply_text) from None
+        self._connection = connection
+        try:
+            await self._attach()
+        except BaseException:
+            await self._drop_connection()
+            raise
+        connection.close_callbacks.add(self._on_connection_closed)
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._wrappers = {}
+        self._detach("the connection was lost")
+        if connection is not None:
+            connection.close_callbacks.discard(self._on_connection_closed)
+            await discard(connection, self.config.socket_timeout or 3.0)
+
+    def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
+        self._detach(f"the connection was lost ({exc})")
+        if self._closing or self._reconnecting is not None:
+            return
+        log.warning("connection to %s lost (%s); reconnecting", self._target, exc)
+        self._reconnecting = asyncio.get_event_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            attempts = self.config.reconnect_attempts
+            stop = (
+                tenacity.stop_never
+                if attempts < 0
+                else tenacity.stop_after_attempt(max(1, attempts))
+            )
+            await self._retrying(stop)
+            log.warning("reconnected to %s", self._target)
+        except exceptions.ConnectionFailed as exc:
+            log.error("giving up reconnecting: %s", exc)
+            self._failure = exc
+            self._gave_up.set()
+        finally:
+            self._reconnecting = None
+
+    async def wait_gave_up(self) -> exceptions.ConnectionFailed:
+        """Return once reconnecting failed ``reconnect_attempts`` times in a row.
+
+        Nothing else would tell a consuming server that its connection is gone
+        for good: it waits on this to stop with the error.
+        """
+        await self._gave_up.wait()
+        assert self._failure is not None
+        return self._failure
+
+    def _is_up(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.is_closed and self._reconnecting is None
+
+    async def _ensure_connected(self) -> None:
+        """Wait (at most ``publish_timeout``) for a usable connection."""
+        if self._closing:
+            raise exceptions.ConnectionClosed(reason="the driver is closed")
+        if self._is_up():
+            return
+        if self._reconnecting is None:
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reconnecting), self.config.publish_timeout)
+        except asyncio.TimeoutError:
+            raise exceptions.ConnectionFailed(
+                target=self._target,
+                reason=f"not reachable within publish_timeout={self.config.publish_timeout} s",
+            ) from None
+        if self._connection is None:
+            raise exceptions.ConnectionFailed(target=self._target, reason="reconnecting failed")
+
+    async def _bounded(self, what: str, action: Any) -> Any:
+        """Await ``action`` (a channel set-up step) within ``publish_timeout``.
+
+        On a stalled network a channel would open only when a heartbeat check
+        gave up on the connection.
+        """
+        timeout = self.config.publish_timeout
+        try:
+            async with within(timeout):
+                return await action
+        except asyncio.TimeoutError:
+            raise exceptions.ConnectionFailed(
+                target=self._target, reason=f"the broker did not {what} within {timeout} s"
+            ) from None
+        except CONNECTION_ERRORS as exc:
+            raise exceptions.ConnectionClosed(reason=f"{type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._stop_tasks()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reconnecting
+        await self._drop_connection()
+
+    async def _stop_tasks(self) -> None:
+        """Stop this concern's background tasks (cooperative)."""
+
+
+__all__ = ["CONNECTION_ERRORS", "AioConnection", "channel_error"]
