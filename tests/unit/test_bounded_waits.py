@@ -123,12 +123,12 @@ def test_run_closes_the_driver_when_starting_fails(monkeypatch) -> None:
     closed: list[bool] = []
 
     @dispatcher.rpc_service("bounded_start")
-    class controller(service.ServiceController):  # noqa: N801 - a class used once
+    class Controller(service.ServiceController):
         @dispatcher.rpc_method(service="bounded_start", method="work")
         def work(self, request: Any, proxy: Any) -> None:
             pass
 
-    srv = server.Server(memory(False), "start_q", "start_ex", controller)
+    srv = server.Server(memory(False), "start_q", "start_ex", Controller)
     from tavrida2.drivers import memory as memory_module
 
     def failing_declare(self: Any, *args: Any, **kwargs: Any) -> None:
