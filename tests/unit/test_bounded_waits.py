@@ -129,7 +129,7 @@ def test_run_closes_the_driver_when_starting_fails(monkeypatch) -> None:
             pass
 
     srv = server.Server(memory(False), "start_q", "start_ex", Controller)
-    from tavrida2.drivers import memory as memory_module
+    from tavrida2.drivers.memory import drivers as memory_module
 
     def failing_declare(self: Any, *args: Any, **kwargs: Any) -> None:
         raise exceptions.PreconditionFailed(what="queue", name="start_q", reason="test")
