@@ -135,13 +135,8 @@ class ServiceController(AbstractController):
                 result = handler(message, proxy, **kwargs)
             except Exception as exc:
                 error = exc
-        if error is not None:
-            self._after(message, error)
-            self._fail(info.name, message, error)
-            return
-        failure = confirmations.first_failure(sent) if sent else None
-        if failure is not None:
-            self._unconfirmed(info.name, message, failure)
+        failure = confirmations.first_failure(sent) if sent and error is None else None
+        if self._failed(info.name, message, error, failure):
             return
         self._finish(message, result)
         self._after(message, None)
@@ -168,13 +163,8 @@ class ServiceController(AbstractController):
                     result = await run_sync(functools.partial(handler, message, proxy, **kwargs))
             except Exception as exc:
                 error = exc
-        if error is not None:
-            self._after(message, error)
-            self._fail(info.name, message, error)
-            return
-        failure = await confirmations.first_failure_async(sent) if sent else None
-        if failure is not None:
-            self._unconfirmed(info.name, message, failure)
+        failure = await confirmations.first_failure_async(sent) if sent and error is None else None
+        if self._failed(info.name, message, error, failure):
             return
         if isinstance(message, IncomingRequestCall):
             answer = self._answer(message, result)
@@ -186,16 +176,29 @@ class ServiceController(AbstractController):
             self._check_cast_result(result)
         self._after(message, None)
 
-    def _unconfirmed(self, handler: str, message: Message, failure: Exception) -> None:
-        """A message the handler sent was not confirmed: the handler failed."""
-        log.error(
-            "%s.%s: a message it sent was not confirmed (%s); the handler counts as failed",
-            self.service_name,
-            handler,
-            failure,
-        )
+    def _failed(
+        self,
+        handler: str,
+        message: Message,
+        error: Exception | None,
+        unconfirmed: Exception | None,
+    ) -> bool:
+        """Whether the handler failed: it raised ``error``, or a message it sent was
+        not confirmed (``unconfirmed``). A failure is answered or raised by ``_fail``."""
+        if error is None and unconfirmed is None:
+            return False
+        if error is None:
+            log.error(
+                "%s.%s: a message it sent was not confirmed (%s); the handler counts as failed",
+                self.service_name,
+                handler,
+                unconfirmed,
+            )
+        failure = error or unconfirmed
+        assert failure is not None
         self._after(message, failure)
         self._fail(handler, message, failure)
+        return True
 
     def _after(self, message: Message, error: BaseException | None) -> None:
         """Tell the incoming middlewares how the handler ended (see ``Middleware.handled``)."""
