@@ -90,10 +90,15 @@ class Publishing(AioConnection):
             if channel is None:
                 raise RuntimeError("a request for a waiting caller needs consume_replies() first")
         elif is_direct_reply(exchange, routing_key):
-            await self._consume.basic_publish(
-                body, exchange="", routing_key=routing_key, properties=props, wait=False
-            )
-            return
+            replies = self._consume
+            if replies is not None and not replies.is_closed:
+                await replies.basic_publish(
+                    body, exchange="", routing_key=routing_key, properties=props, wait=False
+                )
+                return
+            # the consumer channel is being opened again: a reply may leave on any
+            # channel, so it takes the publisher channel (confirmed, not mandatory)
+            mandatory = False
         try:
             # One timer for the whole publish: aiormq's own ``timeout`` runs three
             # asyncio.wait_for per message, a third of a caller's CPU.
