@@ -21,7 +21,7 @@ from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, PendingPublish, SyncDriver
 from tavrida2.messages import AMQPMessage
-from tavrida2.postprocessor import PostProcessor
+from tavrida2.postprocessor import PostProcessor, Tracer
 from tavrida2.proxies import RPCProxy, RPCServiceProxy
 
 
@@ -38,6 +38,7 @@ class _ClientBase:
         service: str | None = None,
         correlation_id: str = "",
         timeout: float = DEFAULT_CALL_TIMEOUT,
+        tracer: Tracer | None = None,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -54,6 +55,7 @@ class _ClientBase:
         self._transport = self._make_transport()
         # the transport publishes, and sends the requests whose caller waits
         self._postprocessor = PostProcessor(self._transport, discovery, self._transport)
+        self._postprocessor.tracer = tracer
         self._proxy = RPCProxy(
             self._postprocessor,
             self._source,

@@ -44,6 +44,14 @@ def resolve(message: Message, discovery: AbstractDiscovery) -> tuple[str, str, b
     return discovery.get_remote(destination.service), destination.to_routing_key(), True
 
 
+class Tracer(Protocol):
+    """What sees every message a process sends and receives (:mod:`tavrida2.tracing`)."""
+
+    def received(self, message: Message) -> None: ...
+
+    def sent(self, message: Message, exchange: str, routing_key: str) -> None: ...
+
+
 class Calls(Protocol):
     """What sends requests whose caller waits: :mod:`tavrida2.calls`."""
 
@@ -71,6 +79,8 @@ class PostProcessor(AbstractController):
         self._driver = driver
         self._discovery = discovery
         self.calls = calls
+        #: Told of every message sent (set by the server or client that owns it).
+        self.tracer: Tracer | None = None
         # an async engine's outbox publishes in the caller's task with ``send``
         self._send = getattr(driver, "send", None)
 
@@ -85,14 +95,21 @@ class PostProcessor(AbstractController):
     def set_discovery(self, discovery: AbstractDiscovery) -> None:
         self._discovery = discovery
 
+    def _wire(self, message_obj: Message) -> tuple[str, str, bool, AMQPMessage]:
+        """Where ``message_obj`` goes and its wire form (the tracer is told here)."""
+        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
+        amqp_message = AMQPMessage.create_from_message(message_obj)
+        if self.tracer is not None:
+            self.tracer.sent(message_obj, exchange, routing_key)
+        return exchange, routing_key, mandatory, amqp_message
+
     def process(self, message_obj: Message) -> Any:
         """Serialise and publish ``message_obj``; returns what the publisher returns.
 
         Serialisation and discovery errors are raised here, before anything is
         sent, so the code that sends sees them.
         """
-        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
-        amqp_message = AMQPMessage.create_from_message(message_obj)
+        exchange, routing_key, mandatory, amqp_message = self._wire(message_obj)
         return self._driver.publish(exchange, routing_key, amqp_message, mandatory)
 
     def process_async(self, message_obj: Message) -> Any:
@@ -103,8 +120,7 @@ class PostProcessor(AbstractController):
         is settled only once the handle's publish was confirmed
         (:mod:`tavrida2.confirmations`).
         """
-        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
-        amqp_message = AMQPMessage.create_from_message(message_obj)
+        exchange, routing_key, mandatory, amqp_message = self._wire(message_obj)
         publish_async = getattr(self._driver, "publish_async", None)
         if publish_async is not None:
             return track(publish_async(exchange, routing_key, amqp_message, mandatory))
@@ -113,8 +129,7 @@ class PostProcessor(AbstractController):
 
     async def send(self, message_obj: Message) -> None:
         """:meth:`process` for an async publisher: awaited here, in the caller's task."""
-        exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
-        amqp_message = AMQPMessage.create_from_message(message_obj)
+        exchange, routing_key, mandatory, amqp_message = self._wire(message_obj)
         if self._send is not None:
             await self._send(exchange, routing_key, amqp_message, mandatory)
             return
@@ -125,8 +140,8 @@ class PostProcessor(AbstractController):
     def _waiting(self, request: Request) -> tuple[Calls, str, str, AMQPMessage]:
         if self.calls is None:
             raise RuntimeError("this sender cannot wait for answers")
-        exchange, routing_key, _ = resolve(request, self._discovery)
-        return self.calls, exchange, routing_key, AMQPMessage.create_from_message(request)
+        exchange, routing_key, _, amqp_message = self._wire(request)
+        return self.calls, exchange, routing_key, amqp_message
 
     def call(self, request: Request, timeout: float) -> Any:
         """Send a waiting request (see :mod:`tavrida2.calls`); its answer, or an awaitable of it."""
@@ -139,4 +154,4 @@ class PostProcessor(AbstractController):
         return calls.start(exchange, routing_key, amqp_message, timeout)
 
 
-__all__ = ["Calls", "PostProcessor", "Publisher", "resolve"]
+__all__ = ["Calls", "PostProcessor", "Publisher", "Tracer", "resolve"]

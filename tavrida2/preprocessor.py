@@ -16,7 +16,7 @@ from tavrida2.messages import (
     IncomingRequestCall,
     Message,
 )
-from tavrida2.postprocessor import PostProcessor
+from tavrida2.postprocessor import PostProcessor, Tracer
 from tavrida2.proxies import RPCProxy
 from tavrida2.router import Router, RoutingTable
 from tavrida2.steps import (
@@ -49,6 +49,8 @@ class PreProcessor(AbstractController):
     ) -> None:
         self._table = router if isinstance(router, RoutingTable) else RoutingTable(service_list)
         self._error_postprocessor = error_postprocessor
+        #: Told of every message received (set by the server that owns it).
+        self.tracer: Tracer | None = None
         self._steps: list[AbstractController] = [
             ValidateMessageMiddleware(),
             CreateMessageMiddleware(),
@@ -61,6 +63,8 @@ class PreProcessor(AbstractController):
         message: Any = amqp_message
         for step in self._steps:
             message = step.process(message)
+        if self.tracer is not None:
+            self.tracer.received(message)
         deadline = message.headers.get(DEADLINE_HEADER)
         if deadline is not None:
             _check_deadline(message, deadline)

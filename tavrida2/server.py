@@ -19,7 +19,7 @@ from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.topology import Topology, server_topology
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
-from tavrida2.postprocessor import Calls, PostProcessor, Publisher
+from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.router import RoutingTable
 from tavrida2.service import ServiceController
@@ -57,6 +57,7 @@ class Server:
         *,
         dead_letters: DeadLetterPolicy | bool = True,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        tracer: Tracer | None = None,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -82,6 +83,8 @@ class Server:
         #: their deliveries are left unacknowledged (delivered again) and the
         #: connection is closed.
         self.stop_timeout = float(stop_timeout)
+        #: Sees every message this server receives and sends (:mod:`tavrida2.tracing`).
+        self.tracer = tracer
         self._config = config
         if dead_letters is True:
             dead_letters = DeadLetterPolicy.for_queue(queue_name)
@@ -128,9 +131,13 @@ class Server:
             cls(PostProcessor(publisher, cls.get_discovery(), calls)) for cls in self._service_list
         ]
         fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
-        return PreProcessor(
-            RoutingTable(self._services), self._services, PostProcessor(publisher, fallback)
-        )
+        errors = PostProcessor(publisher, fallback)
+        preprocessor = PreProcessor(RoutingTable(self._services), self._services, errors)
+        if self.tracer is not None:
+            preprocessor.tracer = errors.tracer = self.tracer
+            for controller in self._services:
+                controller.postprocessor.tracer = self.tracer
+        return preprocessor
 
     def _dead_letters(self) -> DeadLetters | None:
         policy = self.dead_letter_policy
