@@ -99,7 +99,8 @@ class Consuming(Publishing):
 
     def _on_channel_closed(self, channel: Any, closing: asyncio.Future[Any]) -> None:
         if channel is self._consume and not self._closing:
-            self._closed_because = close_reason(closing)
+            # a reason the driver gave when it closed the channel itself is kept
+            self._closed_because = self._closed_because or close_reason(closing)
             self._wake.set()
 
     # -- consuming -----------------------------------------------------------
@@ -176,6 +177,7 @@ class Consuming(Publishing):
             for declaration in self._declarations:
                 await self._declare(declaration)
             await self._open_consumer_channel()
+            self._closed_because = ""
             return
         lost = [tag for tag in self._consumer_tags if tag not in channel.consumers]
         if not lost:

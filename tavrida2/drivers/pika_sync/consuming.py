@@ -164,15 +164,16 @@ class Consuming(Publishing):
         one write instead of one per message, while a redelivery after a
         crash stays bounded to what was handled in that short window.
         """
-        settlements = self._settlements
         oldest = 0.0
         inbox = self._inbox
+        settlements = self._settlements
         while inbox and not self._stopping.is_set():
             item = inbox.popleft()
-            if item[0] is not settlements or settlements is None:
-                # its channel is gone: the broker delivers it again on the new one
-                inbox.clear()
-                break
+            channel = self._consume_channel
+            if item[0] is not self._settlements or channel is None or not channel.is_open:
+                continue  # its channel is gone: the broker delivers it again on a new one
+            if item[0] is not settlements:  # a new channel since the last delivery
+                settlements, oldest = item[0], 0.0
             started = time.monotonic()
             finished = settlements.finished
             if finished and (len(finished) >= _ACK_BATCH or started - oldest > _ACK_DELAY):
