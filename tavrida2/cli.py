@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -31,6 +32,7 @@ from tavrida2 import configfile, entry_point, exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.discovery.dsfile import DSFile
 from tavrida2.discovery.local import LocalDiscovery
+from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 EXIT_FAILED = 1
@@ -127,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="at most this many (default: all)")
     replay.set_defaults(handler=_dlq_replay)
 
+    peers = commands.add_parser(
+        "peers", help=_doc(_peers).splitlines()[0], description=_doc(_peers)
+    )
+    peers.add_argument("--ds", metavar="FILE", help="only the services of this .ds file")
+    peers.add_argument("--url", help="the broker (default: $TAVRIDA2_URL or localhost)")
+    peers.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULT_ANNOUNCE_PERIOD * 2.2,
+        help=f"seconds to listen (default {DEFAULT_ANNOUNCE_PERIOD * 2.2:g}: two announcements)",
+    )
+    peers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    peers.set_defaults(handler=_peers)
+
     topology = commands.add_parser(
         "topology",
         help="print the exchanges, queues and bindings a server declares",
@@ -181,6 +197,56 @@ def _cast(args: argparse.Namespace) -> int:
     with RPCClient(conf, disc, source=args.source, context=context) as cli:
         getattr(cli[service], method)(**payload).cast()
     print(f"tavrida2: sent {service}.{method}", file=sys.stderr)
+    return 0
+
+
+def _peers(args: argparse.Namespace) -> int:
+    """List the running server instances: services, host, pid, version, last seen.
+
+    Servers announce themselves every few seconds (``announce_period``);
+    this listens for ``--wait`` seconds and prints those heard, with how long
+    ago each was last seen. A server that stopped or was killed is not heard.
+    """
+    from tavrida2.drivers import create_sync_driver
+    from tavrida2.liveness import listen
+
+    if not args.wait > 0:
+        raise UsageError(f"--wait {args.wait}: expected a positive number of seconds")
+    services = list(DSFile(args.ds).services) if args.ds else None
+    url = args.url or os.environ.get(configfile.URL_VARIABLE) or DEFAULT_URL
+    driver = create_sync_driver(ConnectionConfig.from_url(url, connection_attempts=1))
+    driver.connect()
+    try:
+        found = listen(driver, args.wait, services)
+    finally:
+        driver.close()
+    now = time.time()
+    if args.json:
+        rows = [dict(vars(peer), last_seen=round(peer.age(now), 1)) for peer in found]
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    if not found:
+        print(f"tavrida2: no server announced itself in {args.wait:g} s", file=sys.stderr)
+        return 1
+    header = ("SERVICES", "HOST", "PID", "VERSION", "ENGINE", "UP", "LAST SEEN", "INSTANCE")
+    table = [header] + [
+        (
+            ",".join(peer.services),
+            peer.host,
+            str(peer.pid),
+            peer.version,
+            peer.engine,
+            f"{now - peer.started_at:.0f} s",
+            f"{peer.age(now):.1f} s ago",
+            peer.instance,
+        )
+        for peer in found
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return 0
 
 

@@ -14,6 +14,8 @@
     retry_delay = 1.0
     ; seconds a stopping server waits for the handlers in progress
     stop_timeout = 30
+    ; seconds between announcements on tavrida2.heartbeat (announce = false: none)
+    announce_period = 5
 
     [connection]
     host = localhost
@@ -45,7 +47,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 
@@ -91,6 +93,8 @@ SCHEMA: dict[str, Any] = {
                 "retry_delay": {"type": "number", "minimum": 0},
                 "retry_delay_max": {"type": "number", "minimum": 0},
                 "stop_timeout": {"type": "number", "exclusiveMinimum": 0},
+                "announce": {"type": "boolean"},
+                "announce_period": {"type": "number", "exclusiveMinimum": 0},
             },
             "required": ["queue_name", "exchange_name", "services"],
             "additionalProperties": False,
@@ -162,6 +166,9 @@ class ServerConfig:
     dead_letters: DeadLetterPolicy | None = None
     #: Seconds a stopping server waits for the handlers in progress.
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    #: Seconds between the server's announcements; None: it does not announce;
+    #: "default": 5 s on RabbitMQ, none on the in-memory broker.
+    announce_period: float | Literal["default"] | None = "default"
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -347,7 +354,15 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         connection_config(file, sections, os.environ if environ is None else environ),
         dead_letter_policy(file, server),
         float(server.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
+        _announce_period(server),
     )
+
+
+def _announce_period(server: Mapping[str, Any]) -> float | Literal["default"] | None:
+    if not server.get("announce", True):
+        return None
+    period = server.get("announce_period")
+    return "default" if period is None else float(period)
 
 
 def dead_letter_policy(path: str, server: Mapping[str, Any]) -> DeadLetterPolicy | None:

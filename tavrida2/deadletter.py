@@ -20,7 +20,8 @@ is counted in the ``x-tavrida2-attempt`` header; a dead letter carries
 ``-dead-lettered-at`` (epoch ms). Only after that copy is confirmed is the
 original acknowledged; if the copy cannot be published, the original is
 rejected and the broker dead-letters it itself. Calls are not retried: their
-caller gets an Error.
+caller gets an Error. Neither are broadcasts (a retry would reach one instance):
+a failing one is dead-lettered at once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.drivers.topology import BindingSpec, ExchangeSpec, QueueSpec
 from tavrida2.masking import mask_url_passwords
-from tavrida2.messages import ATTEMPT_HEADER, AMQPMessage, attempt_in, fqcn
+from tavrida2.messages import ATTEMPT_HEADER, BROADCAST_HEADER, AMQPMessage, attempt_in, fqcn
 
 _REASON_LIMIT = 500
 
@@ -128,13 +129,17 @@ class DeadLetters:
         """
         cause = error.__cause__ if isinstance(error, exceptions.HandlerFailed) else error
         attempt = attempt_in(message.headers)
-        hopeless = isinstance(cause, exceptions.AckableException)
+        # a retry would go through the server queue, to one instance only
+        broadcast = BROADCAST_HEADER in message.headers
+        hopeless = isinstance(cause, exceptions.AckableException) or broadcast
         if hopeless or attempt >= self.policy.max_attempts:
             reason = (
                 f"handler failed ({cause})"
                 if hopeless
                 else f"handler failed {attempt} time(s), last: {cause}"
             )
+            if broadcast:
+                reason = f"broadcast handler failed (broadcasts are not retried): {cause}"
             return (*self._dead_letter(message, reason, cause or error), False)
         headers = self._origin_headers(message)
         headers[ATTEMPT_HEADER] = attempt + 1

@@ -36,6 +36,7 @@ from tavrida2.messages import (
     MessageType,
 )
 from tavrida2.router import Router
+from tavrida2.schedule import HOOKS, HookInfo, TaskInfo, collect_tasks_and_hooks, cron, on, periodic
 
 if TYPE_CHECKING:
     from tavrida2.proxies import RPCProxy
@@ -61,6 +62,8 @@ class HandlerSpec:
     method: str
     message_type: MessageType
     schema: dict[str, Any] | None = None
+    #: A request sent to every running instance (``broadcast_method``).
+    broadcast: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,11 @@ class Dispatcher(AbstractController):
 
     def __init__(self) -> None:
         self._handlers: dict[MessageType, dict[str, HandlerInfo]] = {t: {} for t in MessageType}
+        self._broadcasts: dict[str, HandlerInfo] = {}
+        #: Periodic and cron tasks (:mod:`tavrida2.schedule`), in definition order.
+        self.tasks: list[TaskInfo] = []
+        #: Lifecycle hooks by name: method names, in definition order.
+        self.hooks: dict[str, list[HookInfo]] = {name: [] for name in HOOKS}
 
     @property
     def handlers(self) -> dict[str, dict[str, str]]:
@@ -265,6 +273,19 @@ class Dispatcher(AbstractController):
             handler_method_name, kind, ep, frozenset(), frozenset(), True, False
         )
 
+    def register_broadcast(self, ep: str, info: HandlerInfo) -> None:
+        """Register ``info`` for requests to ``ep`` sent to every instance."""
+        if ep in self._broadcasts:
+            raise exceptions.DuplicatedEntryPointRegistration(entry_point=f"{ep} (broadcast)")
+        self._broadcasts[ep] = info
+
+    def iter_broadcasts(self) -> Iterator[HandlerInfo]:
+        yield from self._broadcasts.values()
+
+    def get_broadcast_services(self) -> list[str]:
+        """The services whose broadcasts this controller takes (each once)."""
+        return list(dict.fromkeys(ep.partition(".")[0] for ep in self._broadcasts))
+
     def get_handler(self, entry_point: entry_point.EntryPoint | str, message_type: str) -> str:
         """Name of the handler method for ``entry_point`` and ``message_type``."""
         return self.get_handler_info(entry_point, message_type).name
@@ -287,6 +308,7 @@ class Dispatcher(AbstractController):
     def iter_handlers(self) -> Iterator[HandlerInfo]:
         for table in self._handlers.values():
             yield from table.values()
+        yield from self._broadcasts.values()
 
     def get_publishers(self) -> Iterator[entry_point.EntryPoint]:
         """Entry points of the notifications subscribed to."""
@@ -335,7 +357,9 @@ class Dispatcher(AbstractController):
         return service_instance.process(method_name, message, proxy)
 
 
-def _handler_decorator(message_type: MessageType) -> Callable[..., Callable[[F], F]]:
+def _handler_decorator(
+    message_type: MessageType, broadcast: bool = False
+) -> Callable[..., Callable[[F], F]]:
     def factory(
         service: str | None = None,
         method: str | None = None,
@@ -352,7 +376,7 @@ def _handler_decorator(message_type: MessageType) -> Callable[..., Callable[[F],
             raise TypeError(f"schema= must be a dict (a JSON Schema), got {type(schema).__name__}")
 
         def decorator(func: F) -> F:
-            setattr(func, _SPEC_ATTR, HandlerSpec(service, method, message_type, schema))
+            setattr(func, _SPEC_ATTR, HandlerSpec(service, method, message_type, schema, broadcast))
             return func
 
         return decorator
@@ -380,6 +404,18 @@ rpc_response_method.__doc__ = (
 )
 rpc_error_method = _handler_decorator(MessageType.ERROR)
 rpc_error_method.__doc__ = "Handle errors from the remote ``service.method``; takes (error, proxy)."
+broadcast_method = _handler_decorator(MessageType.REQUEST, broadcast=True)
+broadcast_method.__doc__ = """Handle requests to ``service.method`` sent to every running instance.
+
+``proxy.<service>.<method>(**kw).broadcast()`` reaches each running server of
+the service once (through the fanout exchange ``tavrida2.broadcast.<service>``
+and a queue of each server's own), where a request reaches one of them. Such a
+handler takes ``(self, message, proxy, **payload)`` like an ``rpc_method``;
+there is no answer. Example::
+
+    @dispatcher.broadcast_method(method="drop_cache")
+    def drop_cache(self, request, proxy, key=None): ...
+"""
 subscription_method = _handler_decorator(MessageType.NOTIFICATION)
 subscription_method.__doc__ = (
     "Handle notifications published by ``service`` from ``method``; ``schema=`` checks their "
@@ -424,9 +460,13 @@ def rpc_service(service_name: str) -> Callable[[C], C]:
                 schema=spec.schema,
                 validator=validator,
             )
+            if spec.broadcast:
+                disp.register_broadcast(ep, info)
+                continue
             disp.register(ep, spec.message_type, attr_name, info)
             if spec.message_type is MessageType.NOTIFICATION:
                 router.register_subscription(service, cls)
+        collect_tasks_and_hooks(cls, disp)
         router.register(service_name, cls)
         return cls
 
@@ -437,7 +477,11 @@ __all__ = [
     "Dispatcher",
     "HandlerInfo",
     "HandlerSpec",
+    "broadcast_method",
     "compile_schema",
+    "cron",
+    "on",
+    "periodic",
     "rpc_error_method",
     "rpc_method",
     "rpc_response_method",

@@ -20,6 +20,7 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         ├── WrongResponse (1009), IncorrectMessage (1031),
         │   IncorrectOutgoingMessage (1031)       a handler/middleware returned a wrong type
         ├── ConfigError (1060)                    bad configuration or .ds file
+        ├── HookFailed (1061)                     a pre_start/post_start hook raised
         └── DriverError (1050)                    transport problems
             ├── ConnectionFailed (1051), ConnectionClosed (1052), PublishTimeout (1055)
             ├── ExchangeNotFound (1053), QueueNotFound (1056)
@@ -255,6 +256,13 @@ class RequestExpired(BaseAckableException):
 class ConfigError(TavridaError):
     _msg_template = "Configuration error: %(reason)s"
     _service_error_code = 1060
+
+
+class HookFailed(TavridaError):
+    """A ``pre_start`` or ``post_start`` hook raised: the server does not serve."""
+
+    _msg_template = "The %(hook)s hook %(handler)s failed: %(error)s"
+    _service_error_code = 1061
 
 
 class DriverError(TavridaError):

@@ -51,6 +51,13 @@ REQUIRED_HEADERS = (
 DEADLINE_HEADER = "deadline"
 #: How many times a cast or notification has been delivered for handling (1, 2, ...).
 ATTEMPT_HEADER = "x-tavrida2-attempt"
+#: Marks a request sent to every running instance of its service (``.broadcast()``).
+BROADCAST_HEADER = "x-tavrida2-broadcast"
+
+
+def broadcast_exchange(service: str) -> str:
+    """The fanout exchange that reaches every running instance of ``service``."""
+    return f"tavrida2.broadcast.{service}"
 
 
 def attempt_in(headers: Any) -> int:
@@ -72,7 +79,14 @@ DEAD_LETTER_HEADERS = (
 #: Headers that tavrida2 sets itself; user headers may not override them, and
 #: they do not travel on to the messages a handler sends.
 RESERVED_HEADERS = frozenset(
-    (*REQUIRED_HEADERS, "reply_to", DEADLINE_HEADER, ATTEMPT_HEADER, *DEAD_LETTER_HEADERS)
+    (
+        *REQUIRED_HEADERS,
+        "reply_to",
+        DEADLINE_HEADER,
+        ATTEMPT_HEADER,
+        BROADCAST_HEADER,
+        *DEAD_LETTER_HEADERS,
+    )
 )
 _MESSAGE_TYPES = {t.value: t for t in MessageType}
 
@@ -533,6 +547,7 @@ class IncomingMessageFactory:
 
 __all__ = [
     "ATTEMPT_HEADER",
+    "BROADCAST_HEADER",
     "DEADLINE_HEADER",
     "DEAD_LETTER_HEADERS",
     "REQUIRED_HEADERS",
@@ -556,6 +571,7 @@ __all__ = [
     "Request",
     "Response",
     "attempt_in",
+    "broadcast_exchange",
     "fqcn",
     "new_id",
 ]

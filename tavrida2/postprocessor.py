@@ -10,7 +10,14 @@ from tavrida2 import entry_point, exceptions
 from tavrida2.confirmations import track
 from tavrida2.controller import AbstractController
 from tavrida2.discovery.base import AbstractDiscovery
-from tavrida2.messages import AMQPMessage, Message, MessageType, Request
+from tavrida2.messages import (
+    BROADCAST_HEADER,
+    AMQPMessage,
+    Message,
+    MessageType,
+    Request,
+    broadcast_exchange,
+)
 
 
 class Publisher(Protocol):
@@ -41,6 +48,8 @@ def resolve(message: Message, discovery: AbstractDiscovery) -> tuple[str, str, b
     destination = entry_point.parse(message.headers.get("destination") or "")
     if not destination:
         raise exceptions.FieldMustFullyDefined(field="destination")
+    if BROADCAST_HEADER in message.headers:
+        return broadcast_exchange(destination.service), destination.to_routing_key(), True
     return discovery.get_remote(destination.service), destination.to_routing_key(), True
 
 

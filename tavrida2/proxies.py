@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tavrida2 import entry_point, exceptions
 from tavrida2.calls import DEFAULT_CALL_TIMEOUT, check_timeout, mark_waiting
 from tavrida2.entry_point import EntryPoint
-from tavrida2.messages import RESERVED_HEADERS, Message, Notification, Request
+from tavrida2.messages import BROADCAST_HEADER, RESERVED_HEADERS, Message, Notification, Request
 
 if TYPE_CHECKING:
     from tavrida2.postprocessor import PostProcessor
@@ -170,6 +170,22 @@ class RCPCallProxy:
     ) -> Any:
         """Send a request nobody waits an answer for."""
         request = self._make_request(context, correlation_id, entry_point.NULL, source)
+        return self._origin.postprocessor.process(request)
+
+    def broadcast(
+        self,
+        correlation_id: str = "",
+        context: dict[str, Any] | str = "",
+        source: EntryPoint | str = "",
+    ) -> Any:
+        """Send the request to every running instance of the service; nobody answers.
+
+        Its ``broadcast_method`` handler runs once in each server of the service
+        (a request reaches one of them). Returns like :meth:`cast`; raises
+        ``UnroutableMessage`` when no instance is running.
+        """
+        request = self._make_request(context, correlation_id, entry_point.NULL, source)
+        request.headers[BROADCAST_HEADER] = True
         return self._origin.postprocessor.process(request)
 
     def cast_async(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tavrida2 import exceptions
 from tavrida2.controller import AbstractController
 from tavrida2.messages import (
+    BROADCAST_HEADER,
     IncomingError,
     IncomingNotification,
     IncomingRequest,
@@ -115,6 +116,22 @@ class Router(Singleton, AbstractController):
         return result
 
 
+def _info_handler(ep: str) -> HandlerInfo:
+    """The built-in handler of ``<service>.info`` (``ServiceController._tavrida2_info``)."""
+    from tavrida2.dispatcher import HandlerInfo
+
+    return HandlerInfo(
+        "_tavrida2_info",
+        MessageType.REQUEST,
+        ep,
+        frozenset(),
+        frozenset(),
+        False,
+        False,
+        positional=frozenset({"self", "request", "proxy"}),
+    )
+
+
 def _key(cls: type) -> str:
     # A class defined again (module reloaded, test redefining it) replaces the old one.
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -134,6 +151,7 @@ class RoutingTable:
         self._requests: dict[str, Target] = {}
         self._answers: dict[tuple[MessageType, str, str], Target] = {}
         self._notifications: dict[str, list[Target]] = {}
+        self._broadcasts: dict[str, Target] = {}
         for controller in self.controllers:
             name = controller.service_name
             if name in self._services:
@@ -148,12 +166,21 @@ class RoutingTable:
                     self._notifications.setdefault(info.entry_point, []).append((controller, info))
                 else:
                     self._answers[(kind, name, info.entry_point)] = (controller, info)
+            builtin = f"{name}.info"
+            if builtin not in self._requests:  # a controller's own ``info`` wins
+                self._requests[builtin] = (controller, _info_handler(builtin))
+            for info in type(controller).get_dispatcher().iter_broadcasts():
+                self._broadcasts[info.entry_point] = (controller, info)
+                # iter_handlers() listed it as a request too: broadcasts are apart
+                if self._requests.get(info.entry_point) == (controller, info):
+                    del self._requests[info.entry_point]
 
     def lookup(self, message: Message) -> list[Target]:
         """Targets for ``message``; raises the documented error when there is none."""
         if isinstance(message, IncomingRequest):
             destination = message._destination
-            target = self._requests.get(destination)
+            table = self._broadcasts if BROADCAST_HEADER in message.headers else self._requests
+            target = table.get(destination)
             if target is not None:
                 return [target]
             self._raise_not_found(message.destination.service, destination, destination, "request")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
@@ -19,6 +21,8 @@ from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.topology import Topology, server_topology
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
+from tavrida2.lifecycle import Lifecycle
+from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.router import RoutingTable
@@ -58,6 +62,7 @@ class Server:
         dead_letters: DeadLetterPolicy | bool = True,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         tracer: Tracer | None = None,
+        announce_period: float | Literal["default"] | None = "default",
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -85,6 +90,27 @@ class Server:
         self.stop_timeout = float(stop_timeout)
         #: Sees every message this server receives and sends (:mod:`tavrida2.tracing`).
         self.tracer = tracer
+        if announce_period == "default":
+            # nothing listens in a process of in-memory brokers (tests, demos)
+            announce_period = None if config.driver == "memory" else DEFAULT_ANNOUNCE_PERIOD
+        if announce_period is not None:
+            if isinstance(announce_period, bool) or not isinstance(announce_period, int | float):
+                raise exceptions.ConfigError(
+                    reason=f"announce_period={announce_period!r}: expected seconds or None"
+                )
+            if not 0 < announce_period < float("inf"):
+                raise exceptions.ConfigError(
+                    reason=f"announce_period={announce_period!r}: expected a positive number"
+                )
+            announce_period = float(announce_period)
+        #: Seconds between announcements on ``tavrida2.heartbeat`` (:mod:`tavrida2.liveness`);
+        #: None: the server does not announce itself.
+        self.announce_period: float | None = announce_period
+        #: This run of the server, as announcements and ``info()`` name it.
+        self.instance_id = instance_id()
+        #: When the server started (epoch seconds; 0 before).
+        self.started_at = 0.0
+        self._lifecycle: Lifecycle | None = None
         self._config = config
         if dead_letters is True:
             dead_letters = DeadLetterPolicy.for_queue(queue_name)
@@ -117,13 +143,37 @@ class Server:
         return list(self._services)
 
     @property
+    def service_classes(self) -> list[type[ServiceController]]:
+        return list(self._service_list)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the server runs on the async engine."""
+        return self._config.async_engine
+
+    @property
+    def broadcast_queue(self) -> str | None:
+        """This instance's queue of broadcasts (auto-delete), if its services take any."""
+        takes = any(cls.get_dispatcher().get_broadcast_services() for cls in self._service_list)
+        return f"{self._queue_name}.broadcast.{self.instance_id}" if takes else None
+
+    def describe(self) -> dict[str, Any]:
+        """The server's structure, as ``<service>.info`` answers (:func:`liveness.describe`)."""
+        return describe(self)
+
+    @property
     def driver(self) -> SyncDriver | AsyncDriver | None:
         return self._driver
 
     def topology(self) -> Topology:
         """What this server declares on the broker."""
         return server_topology(
-            self._queue_name, self._exchange_name, self._service_list, self.dead_letter_policy
+            self._queue_name,
+            self._exchange_name,
+            self._service_list,
+            self.dead_letter_policy,
+            self.broadcast_queue,
+            announces=self.announce_period is not None,
         )
 
     def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
@@ -132,6 +182,8 @@ class Server:
         ]
         fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
         errors = PostProcessor(publisher, fallback)
+        for controller in self._services:
+            controller._describe_server = self.describe
         preprocessor = PreProcessor(RoutingTable(self._services), self._services, errors)
         if self.tracer is not None:
             preprocessor.tracer = errors.tracer = self.tracer
@@ -146,29 +198,29 @@ class Server:
     # -- sync engine ---------------------------------------------------------
 
     def start(self) -> None:
-        """Connect, declare the topology and subscribe, without blocking (sync engine).
+        """Connect, declare the topology, call the hooks and consume, without blocking.
 
-        :meth:`run` calls it; tests on the memory broker call it and then
-        ``MemoryBroker.run_until_idle()``.
+        The sync engine's start: :meth:`run` calls it; tests on the memory
+        broker call it and then ``MemoryBroker.run_until_idle()``. The
+        ``pre_start`` hooks run before consuming, the ``post_start`` ones
+        after; then the tasks' scheduler starts (in a thread of its own).
         """
         if self._config.async_engine:
             raise RuntimeError("start() is for the sync engine; use run() or await serve()")
         driver = create_sync_driver(self._config)
         self._driver = driver
         driver.connect()
-        topology = self.topology()
-        for exchange in topology.exchanges:
-            driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
-        for queue in topology.queues:
-            driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
-        for binding in topology.bindings:
-            driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+        self.started_at = time.time()
+        self._declare_sync(driver)
         engine = SyncEngine(
             self._build(driver, SyncCalls(driver)), self._dead_letters(), driver.publish
         )
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
-        driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
+        lifecycle = self._lifecycle = Lifecycle(self, driver)
+        lifecycle.call_hooks("pre_start")
+        for queue in self._consumed_queues():
+            driver.consume(queue, engine.on_delivery, self._config.prefetch_count)
         log.info(
             "server %s: consuming %s (%s) for %s",
             self._exchange_name,
@@ -176,6 +228,33 @@ class Server:
             self._config.to_url(),
             ", ".join(c.service_name for c in self._service_list),
         )
+        lifecycle.call_hooks("post_start")
+        lifecycle.build_scheduler().run_in_thread()
+
+    def _declare_sync(self, driver: SyncDriver) -> None:
+        topology = self.topology()
+        for exchange in topology.exchanges:
+            driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+        for queue in topology.queues:
+            driver.declare_queue(
+                queue.name, queue.durable, dict(queue.arguments), queue.auto_delete
+            )
+        for binding in topology.bindings:
+            driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+
+    def _consumed_queues(self) -> list[str]:
+        broadcasts = self.broadcast_queue
+        return [self._queue_name] if broadcasts is None else [self._queue_name, broadcasts]
+
+    def _stop_sync(self, driver: SyncDriver) -> None:
+        """The sync engine's end: ``pre_stop`` hooks, no more tasks, a last announcement."""
+        lifecycle, self._lifecycle = self._lifecycle, None
+        if lifecycle is None:
+            return
+        if lifecycle.scheduler is not None:
+            lifecycle.scheduler.stop(self.stop_timeout)
+        lifecycle.call_hooks("pre_stop")
+        lifecycle.farewell()
 
     def run(self) -> None:
         """Serve until :meth:`stop`, SIGINT or SIGTERM; finish the message in hand, close.
@@ -195,7 +274,10 @@ class Server:
                     self.started.set()
                     if not self._stop_requested.is_set():
                         self._driver.run()
+                    self._stop_sync(self._driver)
                 finally:
+                    if self._lifecycle is not None and self._lifecycle.scheduler is not None:
+                        self._lifecycle.scheduler.stop(0)  # start() failed after it began
                     if self._driver is not None:
                         self._driver.close()
                     log.info("server %s stopped", self._exchange_name)
@@ -214,6 +296,9 @@ class Server:
         first = not self._stop_requested.is_set()
         self._stop_requested.set()
         driver = self._driver
+        lifecycle = self._lifecycle
+        if lifecycle is not None and lifecycle.scheduler is not None:
+            lifecycle.scheduler.stop(0)  # no more runs (those in progress go on)
         if isinstance(driver, SyncDriver):
             driver.stop()
             if first and self._stop_timer is None:
@@ -250,31 +335,50 @@ class Server:
             return
         driver = create_async_driver(self._config)
         self._driver = driver
-        await driver.connect()
+        scheduler = None
         try:
+            await driver.connect()
+            self.started_at = time.time()
             topology = self.topology()
             for exchange in topology.exchanges:
                 await driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
             for queue in topology.queues:
-                await driver.declare_queue(queue.name, queue.durable, dict(queue.arguments))
+                await driver.declare_queue(
+                    queue.name, queue.durable, dict(queue.arguments), queue.auto_delete
+                )
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
             preprocessor = self._build(AsyncOutbox(driver, loop), AsyncCalls(driver, loop))
             engine = AsyncEngine(
                 preprocessor, loop, dead_letters=self._dead_letters(), driver=driver
             )
-            await driver.consume(self._queue_name, engine.on_delivery, self._config.prefetch_count)
+            lifecycle = Lifecycle(self, driver)
+            await lifecycle.call_hooks_async("pre_start")
+            for queue_name in self._consumed_queues():
+                await driver.consume(queue_name, engine.on_delivery, self._config.prefetch_count)
             log.info(
                 "server %s: consuming %s (%s, async engine)",
                 self._exchange_name,
                 self._queue_name,
                 self._config.to_url(),
             )
+            await lifecycle.call_hooks_async("post_start")
+            scheduler = lifecycle.build_scheduler(loop, engine.run_sync)
+            scheduler.run_in_loop()
             self.started.set()
             if not self._stop_requested.is_set():
                 await self._wait_for_stop(driver)
+            await scheduler.stop_async(self.stop_timeout)
+            scheduler = None
+            await lifecycle.call_hooks_async("pre_stop")
+            farewell = lifecycle.farewell()
+            if farewell is not None:
+                with contextlib.suppress(exceptions.TavridaError):
+                    await farewell
             await driver.stop_consuming(self.stop_timeout)
         finally:
+            if scheduler is not None:
+                await scheduler.stop_async(0)
             await driver.close()
             log.info("server %s stopped", self._exchange_name)
 
@@ -318,6 +422,7 @@ class CLIServer(Server):
             loaded.controllers,
             dead_letters=loaded.dead_letters or False,
             stop_timeout=loaded.stop_timeout,
+            announce_period=loaded.announce_period,
         )
 
 

@@ -68,6 +68,8 @@ class ServiceController(AbstractController):
         self._incoming_middlewares: list[Middleware] = []
         self._outgoing_middlewares: list[Middleware] = []
         self._heartbeat: Callable[[], None] | None = None
+        #: The structure of the server running this controller (set by the server).
+        self._describe_server: Callable[[], dict[str, Any]] | None = None
 
     @classmethod
     def get_discovery(cls) -> AbstractDiscovery:
@@ -105,6 +107,10 @@ class ServiceController(AbstractController):
     def add_outgoing_middleware(self, middleware: Middleware) -> None:
         """Append a middleware run on the answers of request handlers."""
         self._outgoing_middlewares.append(middleware)
+
+    def _tavrida2_info(self, request: Message, proxy: RPCProxy) -> dict[str, Any]:
+        """The built-in ``<service>.info``: the structure of the server running this."""
+        return self._describe_server() if self._describe_server is not None else {}
 
     def send_heartbeat(self) -> None:
         """Let the broker know the connection is alive during a long handler."""

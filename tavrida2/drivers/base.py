@@ -99,7 +99,11 @@ class SyncDriver(abc.ABC):
 
     @abc.abstractmethod
     def declare_queue(
-        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str: ...
 
     @abc.abstractmethod
@@ -143,6 +147,14 @@ class SyncDriver(abc.ABC):
         """Service the connection during a long handler (heartbeats)."""
 
     @abc.abstractmethod
+    def claim(self, name: str) -> bool:
+        """Whether this connection holds the lease ``name``, claiming it if it is free.
+
+        A lease is an exclusive queue: the first connection to declare it holds
+        it until that connection closes; the broker refuses it to the others.
+        """
+
+    @abc.abstractmethod
     def consume_replies(self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback) -> None:
         """Receive the answers to requests published with ``reply_to=DIRECT_REPLY_TO``.
 
@@ -180,7 +192,11 @@ class AsyncDriver(abc.ABC):
 
     @abc.abstractmethod
     async def declare_queue(
-        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str: ...
 
     @abc.abstractmethod
@@ -205,6 +221,10 @@ class AsyncDriver(abc.ABC):
         Those still being handled after ``timeout`` are cancelled and left
         unacknowledged: the broker delivers them again once the connection closes.
         """
+
+    @abc.abstractmethod
+    async def claim(self, name: str) -> bool:
+        """As :meth:`SyncDriver.claim`."""
 
     @abc.abstractmethod
     async def consume_replies(

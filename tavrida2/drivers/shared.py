@@ -22,7 +22,8 @@ from tavrida2.messages import AMQPMessage
 log = logging.getLogger("tavrida2.drivers")
 
 #: One declaration: ``("exchange", (name, type, durable))``,
-#: ``("queue", (name, durable, arguments))`` or ``("binding", (queue, exchange, key))``.
+#: ``("queue", (name, durable, arguments, auto_delete))`` or
+#: ``("binding", (queue, exchange, key))``.
 Declaration = tuple[str, tuple[Any, ...]]
 
 
@@ -83,7 +84,9 @@ def declare_on(channel: Any, declaration: Declaration) -> Any:
     if kind == "exchange":
         return channel.exchange_declare(args[0], exchange_type=args[1], durable=args[2])
     if kind == "queue":
-        return channel.queue_declare(args[0], durable=args[1], arguments=args[2])
+        return channel.queue_declare(
+            args[0], durable=args[1], arguments=args[2], auto_delete=args[3]
+        )
     return channel.queue_bind(args[0], args[1], routing_key=args[2])
 
 

@@ -13,6 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tavrida2.messages import broadcast_exchange
+
+#: The fanout exchange of the servers' announcements (see :mod:`tavrida2.liveness`).
+HEARTBEAT_EXCHANGE = "tavrida2.heartbeat"
+
 if TYPE_CHECKING:
     from tavrida2.deadletter import DeadLetterPolicy
     from tavrida2.service import ServiceController
@@ -30,6 +35,8 @@ class QueueSpec:
     name: str
     durable: bool = True
     arguments: tuple[tuple[str, Any], ...] = ()
+    #: Deleted by the broker when its last consumer goes (an instance's broadcasts).
+    auto_delete: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,20 @@ def server_topology(
     exchange_name: str,
     service_classes: Iterable[type[ServiceController]],
     dead_letters: DeadLetterPolicy | None = None,
+    broadcast_queue: str | None = None,
+    *,
+    announces: bool = False,
 ) -> Topology:
     """The topology of a server running ``service_classes``.
 
     With ``dead_letters``, the server queue names its dead-letter exchange,
-    declared first with the dead-letter queue and the retry queue.
+    declared first with the dead-letter queue and the retry queue. With
+    ``broadcast_queue``, that queue (this instance's, auto-delete) is bound to
+    the fanout exchange ``tavrida2.broadcast.<service>`` of each service whose
+    broadcasts the classes take. ``announces``: the fanout exchange of the
+    servers' announcements (:mod:`tavrida2.liveness`).
     """
+    service_classes = list(service_classes)
     topology = Topology()
     topology.add(ExchangeSpec(exchange_name))
     arguments: tuple[tuple[str, Any], ...] = ()
@@ -92,6 +107,15 @@ def server_topology(
             exchange = discovery.get_remote_publisher(publisher.service)
             topology.add(ExchangeSpec(exchange))
             topology.add(BindingSpec(queue_name, exchange, publisher.to_routing_key()))
+    if broadcast_queue is not None:
+        topology.add(QueueSpec(broadcast_queue, durable=False, auto_delete=True))
+        for cls in service_classes:
+            for service in cls.get_dispatcher().get_broadcast_services():
+                exchange = broadcast_exchange(service)
+                topology.add(ExchangeSpec(exchange, "fanout"))
+                topology.add(BindingSpec(broadcast_queue, exchange, ""))
+    if announces:
+        topology.add(ExchangeSpec(HEARTBEAT_EXCHANGE, "fanout"))
     return topology
 
 

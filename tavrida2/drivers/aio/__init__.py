@@ -10,16 +10,18 @@ objects. One module per concern:
 - :mod:`.consuming`: consumers and where a delivery is settled;
 - :mod:`.replies`: requests of waiting callers and their answers (direct
   reply-to);
+- :mod:`.leases`: exclusive queues that one process holds at a time;
 - :mod:`.compat`: workarounds of the libraries underneath.
 """
 
 from __future__ import annotations
 
 from tavrida2.drivers.aio.consuming import Consuming
+from tavrida2.drivers.aio.leases import Leases
 from tavrida2.drivers.aio.replies import Replies
 
 
-class AioDriver(Replies, Consuming):
+class AioDriver(Leases, Replies, Consuming):
     """asyncio RabbitMQ driver.
 
     A consumer channel (prefetch, manual acks; direct replies to waiting

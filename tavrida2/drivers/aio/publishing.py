@@ -61,9 +61,13 @@ class Publishing(AioConnection):
         await self._remember(("exchange", (name, exchange_type, durable)))
 
     async def declare_queue(
-        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str:
-        await self._remember(("queue", (name, durable, arguments or None)))
+        await self._remember(("queue", (name, durable, arguments or None, auto_delete)))
         return name
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:

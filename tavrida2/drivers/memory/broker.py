@@ -109,6 +109,7 @@ class _Queue:
     name: str
     durable: bool
     arguments: dict[str, Any]
+    auto_delete: bool = False
     messages: deque[StoredMessage] = field(default_factory=deque)
     consumers: list[_Consumer] = field(default_factory=list)
     unacked: dict[int, tuple[_Consumer, StoredMessage]] = field(default_factory=dict)
@@ -137,6 +138,7 @@ class MemoryBroker:
         self._queues: dict[str, _Queue] = {}
         self._tags = itertools.count(1)
         self._consumer_tags = itertools.count(1)
+        self._leases: dict[str, object] = {}
         #: Messages published without ``mandatory`` that no queue took.
         self.unroutable: list[StoredMessage] = []
         #: Messages rejected from a queue without a dead-letter exchange.
@@ -176,20 +178,30 @@ class MemoryBroker:
                 )
 
     def declare_queue(
-        self, name: str = "", durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str = "",
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str:
+        """Declare a queue; an ``auto_delete`` one goes when its last consumer does."""
         arguments = dict(arguments or {})
         with self._lock:
             if not name:
                 name = f"amq.gen-{next(self._consumer_tags)}"
             known = self._queues.get(name)
             if known is None:
-                self._queues[name] = _Queue(name, durable, arguments)
-            elif (known.durable, known.arguments) != (durable, arguments):
+                self._queues[name] = _Queue(name, durable, arguments, auto_delete)
+            elif (known.durable, known.arguments, known.auto_delete) != (
+                durable,
+                arguments,
+                auto_delete,
+            ):
                 raise exceptions.PreconditionFailed(
                     what="queue",
                     name=name,
-                    reason=f"durable {known.durable}, arguments {known.arguments}",
+                    reason=f"durable {known.durable}, arguments {known.arguments}, "
+                    f"auto_delete {known.auto_delete}",
                 )
             return name
 
@@ -207,6 +219,17 @@ class MemoryBroker:
             bindings = self._exchange(exchange).bindings
             if (queue, routing_key) in bindings:
                 bindings.remove((queue, routing_key))
+
+    def claim(self, name: str, owner: object) -> bool:
+        """Whether ``owner`` (a connection) holds the lease ``name``, claiming it if free."""
+        with self._lock:
+            return self._leases.setdefault(name, owner) is owner
+
+    def release_leases(self, owner: object) -> None:
+        """The connection ``owner`` closed: its leases are free."""
+        with self._lock:
+            for name in [n for n, o in self._leases.items() if o is owner]:
+                del self._leases[name]
 
     def delete_queue(self, name: str) -> None:
         """Delete a queue: its consumers are cancelled, its messages dropped."""
@@ -409,6 +432,9 @@ class MemoryBroker:
                     message.redelivered = True
                     self._enqueue(queue, message, front=True)
             self._changed.notify_all()
+            gone = queue.auto_delete and not queue.consumers
+        if gone:
+            self.delete_queue(queue.name)
 
     def next_delivery(self, consumer: _Consumer) -> Delivery | None:
         """The next message for ``consumer``, if it has one and room under its prefetch."""

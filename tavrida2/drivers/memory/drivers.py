@@ -123,7 +123,11 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
             self.broker.cancel_consumer(self._reply_consumer)
             self._reply_consumer = None
         self._delete_reply_queue()
+        self.broker.release_leases(self)
         self.connected = False
+
+    def claim(self, name: str) -> bool:
+        return self._require_connection().claim(name, self)
 
     def declare_exchange(
         self, name: str, exchange_type: str = "topic", durable: bool = True
@@ -131,9 +135,13 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
         self._require_connection().declare_exchange(name, exchange_type, durable)
 
     def declare_queue(
-        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str:
-        return self._require_connection().declare_queue(name, durable, arguments)
+        return self._require_connection().declare_queue(name, durable, arguments, auto_delete)
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         self._require_connection().bind_queue(queue, exchange, routing_key)
@@ -229,7 +237,11 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
     async def close(self) -> None:
         await self.stop_consuming()
         self._delete_reply_queue()
+        self.broker.release_leases(self)
         self.connected = False
+
+    async def claim(self, name: str) -> bool:
+        return self._require_connection().claim(name, self)
 
     async def consume_replies(
         self, on_reply: ReplyCallback, on_failure: ReplyFailureCallback
@@ -250,9 +262,13 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
         self._require_connection().declare_exchange(name, exchange_type, durable)
 
     async def declare_queue(
-        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str:
-        return self._require_connection().declare_queue(name, durable, arguments)
+        return self._require_connection().declare_queue(name, durable, arguments, auto_delete)
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         self._require_connection().bind_queue(queue, exchange, routing_key)

@@ -13,7 +13,8 @@ One module per concern:
 - :mod:`.consuming`: the run loop, where a delivery is settled, heartbeats
   during long handlers;
 - :mod:`.replies`: requests of waiting callers and their answers (direct
-  reply-to).
+  reply-to);
+- :mod:`.leases`: exclusive queues that one process holds at a time.
 
 After a lost connection the driver reconnects with backoff
 (``reconnect_attempts``, -1 = forever), declares everything again and
@@ -26,10 +27,11 @@ reconnecting; when ``reconnect_attempts`` run out, :meth:`run` raises
 from __future__ import annotations
 
 from tavrida2.drivers.pika_sync.consuming import Consuming
+from tavrida2.drivers.pika_sync.leases import Leases
 from tavrida2.drivers.pika_sync.replies import Replies
 
 
-class PikaDriver(Replies, Consuming):
+class PikaDriver(Leases, Replies, Consuming):
     """Blocking RabbitMQ driver (see the package docstring)."""
 
 

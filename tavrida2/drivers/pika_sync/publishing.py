@@ -76,9 +76,13 @@ class Publishing(PikaConnection):
         self._remember(("exchange", (name, exchange_type, durable)))
 
     def declare_queue(
-        self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
+        self,
+        name: str,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+        auto_delete: bool = False,
     ) -> str:
-        self._remember(("queue", (name, durable, arguments or None)))
+        self._remember(("queue", (name, durable, arguments or None, auto_delete)))
         return name
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
