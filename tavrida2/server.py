@@ -17,6 +17,7 @@ from tavrida2.calls import AsyncCalls, SyncCalls
 from tavrida2.config import ConnectionConfig
 from tavrida2.deadletter import DeadLetterPolicy, DeadLetters
 from tavrida2.discovery.local import ChainedDiscovery
+from tavrida2.dispatcher import HandlerInfo
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.topology import Topology, server_topology
@@ -26,6 +27,7 @@ from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.router import RoutingTable
+from tavrida2.schedule import HookInfo, TaskInfo
 from tavrida2.service import ServiceController
 
 log = logging.getLogger(__name__)
@@ -427,11 +429,19 @@ class CLIServer(Server):
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:
-    for info in cls.get_dispatcher().iter_handlers():
-        if info.is_coroutine:
+    dispatcher = cls.get_dispatcher()
+    hooks = [hook for hooks in dispatcher.hooks.values() for hook in hooks]
+    kinds: list[HandlerInfo | TaskInfo | HookInfo] = [
+        *dispatcher.iter_handlers(),
+        *dispatcher.tasks,
+        *hooks,
+    ]
+    for item in kinds:
+        if item.is_coroutine:
             raise exceptions.IncompatibleHandler(
-                handler=f"{cls.__name__}.{info.name}",
-                reason="async def handlers need ConnectionConfig(async_engine=True)",
+                handler=f"{cls.__name__}.{item.name}",
+                reason="async def handlers, tasks and hooks need "
+                "ConnectionConfig(async_engine=True)",
             )
 
 
