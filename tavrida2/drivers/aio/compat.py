@@ -2,6 +2,7 @@
 
 - pamqp <= 3.3.0 cannot encode header integers from -128 to -1;
 - aiormq leaves the socket of a lost connection open;
+- aiormq writes on a channel the broker already closed (see ``ChannelGate``);
 - ``asyncio.timeout`` is new in Python 3.11.
 """
 
@@ -88,6 +89,59 @@ class Connection(aio_pika.Connection):
         self.kwargs["transport_factory"] = self.tracked
 
 
+class ChannelGone(Exception):
+    """A frame was not written: the broker had closed its channel (see ``ChannelGate``)."""
+
+
+class ChannelGate:
+    """The write queue of one aiormq channel, refusing frames once the broker closed it.
+
+    aiormq writes what tasks queued on a channel's lock (publishes, acks) even
+    after the broker's Channel.Close arrived; RabbitMQ answers a frame on a
+    closed channel by closing the whole connection (504 CHANNEL_ERROR). The
+    connection's reader unregisters a channel as soon as its Close arrives:
+    from then on the gate raises :class:`ChannelGone` instead of queueing
+    (the frame never reaches the broker, so the caller may try again on a new
+    channel). ``put_nowait`` is how aiormq answers Close-Ok: always let through.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._queue = channel.write_queue
+        self._channels = channel.connection.channels
+        self._number = channel.number
+
+    def is_open(self) -> bool:
+        return self._channels.get(self._number) is self._channel
+
+    async def put(self, item: Any) -> None:
+        if self._channels.get(self._number) is not self._channel:
+            # aiormq made a confirmation future for a publish that now never
+            # leaves; the channel's end fails it, and nobody would look at it
+            for confirmation in getattr(self._channel, "confirmations", {}).values():
+                if confirmation is not None:
+                    confirmation.add_done_callback(_retrieved)
+            raise ChannelGone(f"channel {self._number} was closed by the broker")
+        await self._queue.put(item)
+
+    def put_nowait(self, item: Any) -> None:
+        self._queue.put_nowait(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def gate(channel: Any) -> Any:
+    """Put a :class:`ChannelGate` in front of an aiormq channel's writes; the channel."""
+    channel.write_queue = ChannelGate(channel)
+    return channel
+
+
 if sys.version_info >= (3, 11):
     within = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
@@ -132,4 +186,12 @@ async def discard(connection: Any, timeout: float = 3.0) -> None:
             tracked.close()
 
 
-__all__ = ["Connection", "TrackedTransport", "discard", "patch_pamqp_small_negative_integers"]
+__all__ = [
+    "ChannelGate",
+    "ChannelGone",
+    "Connection",
+    "TrackedTransport",
+    "discard",
+    "gate",
+    "patch_pamqp_small_negative_integers",
+]

@@ -21,7 +21,7 @@ from pamqp.exceptions import AMQPInternalError
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.aio.compat import Connection, discard, within
+from tavrida2.drivers.aio.compat import Connection, discard, gate, within
 from tavrida2.drivers.base import AsyncDriver
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.shared import Declarations, connection_failed, retry_policy
@@ -82,7 +82,7 @@ class AioConnection(AsyncDriver):
             publisher_confirms=confirms, on_return_raises=confirms
         )
         self._wrappers[role] = wrapper
-        return await wrapper.get_underlay_channel()
+        return gate(await wrapper.get_underlay_channel())
 
     # -- connecting --------------------------------------------------------------
 

@@ -26,11 +26,10 @@ import aiormq.exceptions as aex
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.aio.compat import discard, within
+from tavrida2.drivers.aio.compat import ChannelGone, discard, within
 from tavrida2.drivers.aio.connection import CONNECTION_ERRORS, channel_error
 from tavrida2.drivers.aio.publishing import Publishing
 from tavrida2.drivers.base import AsyncDeliveryCallback, Disposition
-from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.settling import Settlements
 from tavrida2.drivers.shared import delivered
 
@@ -50,7 +49,7 @@ def close_reason(closing: asyncio.Future[Any]) -> str:
     frame = exc.args[0] if exc.args else None
     code = getattr(frame, "reply_code", None)
     if code is not None:
-        return str(from_channel_close(int(code), str(getattr(frame, "reply_text", "")), "consumer"))
+        return f"{code} {getattr(frame, 'reply_text', '')}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -215,6 +214,11 @@ class Consuming(Publishing):
                 while settlements.finished and settlements is self._settlements:
                     for frame in settlements.frames():
                         await send_frame(channel, *frame)
+        except ChannelGone:
+            # the broker closed the channel: what it had not settled, it delivers again
+            if settlements is self._settlements:
+                self._settlements = None
+            log.info("deliveries of a channel the broker closed: not settled, delivered again")
         except (*CONNECTION_ERRORS, aex.ChannelClosed) as exc:
             await self._settling_failed(settlements, channel, exc)
         finally:

@@ -8,6 +8,7 @@ the driver remembers and declares again on each new connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aiormq
@@ -15,7 +16,7 @@ import aiormq.exceptions as aex
 from pamqp.commands import Basic
 
 from tavrida2 import exceptions
-from tavrida2.drivers.aio.compat import within
+from tavrida2.drivers.aio.compat import ChannelGone, within
 from tavrida2.drivers.aio.connection import CONNECTION_ERRORS, AioConnection, channel_error
 from tavrida2.drivers.base import DIRECT_REPLY_TO
 from tavrida2.drivers.shared import Declaration, declare_on, is_direct_reply, properties
@@ -30,6 +31,14 @@ class Publishing(AioConnection):
     _publish: Any = None  # aiormq channel, confirms on
     _consume: Any = None  # the consumer channel (direct replies go out on it)
     _call: Any = None  # the call channel of waiting callers (see .replies)
+    _reopening: asyncio.Future[Any] | None = None
+    _probe: Any = None  # a channel that passive declarations may close
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        #: Exchanges known to exist on this connection (declared, or checked).
+        self._exchanges: set[str] = {""}
+        self._checking: dict[str, asyncio.Future[None]] = {}
 
     async def _attach(self) -> None:
         await super()._attach()
@@ -38,7 +47,8 @@ class Publishing(AioConnection):
             await self._declare(declaration)
 
     def _detach(self, reason: str) -> None:
-        self._publish = None
+        self._publish = self._probe = None
+        self._exchanges = {""}
         super()._detach(reason)
 
     # -- topology ------------------------------------------------------------
@@ -49,6 +59,33 @@ class Publishing(AioConnection):
         except aex.ChannelClosed as exc:
             self._publish = await self._channel("publish", confirms=True)
             raise channel_error(exc, declaration[1][0]) from None
+        if declaration[0] == "exchange":
+            self._exchanges.add(declaration[1][0])
+
+    async def _check_exchange(self, exchange: str) -> None:
+        """Raise ``ExchangeNotFound`` if ``exchange`` does not exist, once per exchange.
+
+        A publish to a missing exchange makes the broker close the channel,
+        and with it every publish in flight on it: the first publish to an
+        exchange this connection did not declare checks it first (a passive
+        declaration on a channel of its own), so such a publish fails alone.
+        """
+        checking = self._checking.get(exchange)
+        if checking is None:
+            checking = self._checking[exchange] = asyncio.ensure_future(self._check(exchange))
+            checking.add_done_callback(lambda _: self._checking.pop(exchange, None))
+        await asyncio.shield(checking)
+
+    async def _check(self, exchange: str) -> None:
+        probe = self._probe
+        if probe is None or probe.is_closed:
+            probe = self._probe = await self._channel("probe", confirms=False)
+        try:
+            await probe.exchange_declare(exchange, passive=True)
+        except aex.ChannelClosed as exc:
+            self._probe = None
+            raise channel_error(exc, exchange) from None
+        self._exchanges.add(exchange)
 
     async def _remember(self, declaration: Declaration) -> None:
         await self._ensure_connected()
@@ -89,20 +126,79 @@ class Publishing(AioConnection):
         body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
         props = _Props(**properties(message, self._delivery_mode))
         channel = self._publish
-        if message.reply_to == DIRECT_REPLY_TO:
+        for_caller = message.reply_to == DIRECT_REPLY_TO
+        if for_caller:
             channel = self._call
             if channel is None:
                 raise RuntimeError("a request for a waiting caller needs consume_replies() first")
         elif is_direct_reply(exchange, routing_key):
             replies = self._consume
-            if replies is not None and not replies.is_closed:
-                await replies.basic_publish(
-                    body, exchange="", routing_key=routing_key, properties=props, wait=False
-                )
-                return
+            if replies is not None and replies.write_queue.is_open():
+                with contextlib.suppress(ChannelGone):
+                    await replies.basic_publish(
+                        body, exchange="", routing_key=routing_key, properties=props, wait=False
+                    )
+                    return
             # the consumer channel is being opened again: a reply may leave on any
             # channel, so it takes the publisher channel (confirmed, not mandatory)
             mandatory = False
+        if exchange not in self._exchanges:
+            await self._check_exchange(exchange)
+        try:
+            await self._confirmed(channel, body, exchange, routing_key, props, mandatory)
+        except (ChannelGone, aex.ChannelClosed) as exc:
+            await self._publish_again(
+                exc, channel, for_caller, body, exchange, routing_key, props, mandatory
+            )
+
+    async def _publish_again(
+        self,
+        exc: BaseException,
+        channel: Any,
+        for_caller: bool,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        props: Any,
+        mandatory: bool,
+    ) -> None:
+        """The broker closed the channel under a publish; send it again if it was not the cause.
+
+        A publish of another task (to a missing exchange, say) closed the shared
+        channel, before or after this one was written: this one did not reach a
+        queue, so it goes again, on a new channel, until ``publish_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.publish_timeout
+        while True:
+            error = channel_error(exc, exchange) if isinstance(exc, aex.ChannelClosed) else None
+            if isinstance(error, exceptions.ExchangeNotFound):
+                # deleted since it was declared or checked: checked again next time
+                self._exchanges.discard(error.kwargs.get("exchange", exchange))
+            await self._reopen_after(channel, str(error or exc))
+            if error is not None and not _closed_by_another(error, exchange):
+                raise error from None
+            if loop.time() >= deadline:
+                raise exceptions.PublishTimeout(
+                    exchange=exchange, timeout=self.config.publish_timeout
+                )
+            channel = self._call if for_caller else self._publish
+            try:
+                await self._confirmed(channel, body, exchange, routing_key, props, mandatory)
+                return
+            except (ChannelGone, aex.ChannelClosed) as again:
+                exc = again
+
+    async def _confirmed(
+        self,
+        channel: Any,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        props: Any,
+        mandatory: bool,
+    ) -> None:
+        """One confirmed publish on ``channel``; tavrida2's errors for what went wrong."""
         try:
             # One timer for the whole publish: aiormq's own ``timeout`` runs three
             # asyncio.wait_for per message, a third of a caller's CPU.
@@ -118,13 +214,18 @@ class Publishing(AioConnection):
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key) from None
         except aex.DeliveryError:
             raise exceptions.PublishNacked(exchange=exchange, routing_key=routing_key) from None
-        except aex.ChannelClosed as exc:
-            error = channel_error(exc, exchange)
-            await self._reopen_after(channel, str(error))
-            raise error from None
         except asyncio.TimeoutError:
             raise exceptions.PublishTimeout(
                 exchange=exchange, timeout=self.config.publish_timeout
+            ) from None
+        except (ChannelGone, aex.ChannelClosed):
+            raise
+        except aex.ChannelInvalidStateError as exc:
+            if channel.is_closed and self._is_up():
+                # the broker closed the channel before this publish took it
+                raise ChannelGone(str(exc)) from None
+            raise exceptions.ConnectionClosed(
+                reason=f"the connection to {self._target} was lost ({exc})"
             ) from None
         except CONNECTION_ERRORS as exc:  # the connection died while the publish was on its way
             raise exceptions.ConnectionClosed(
@@ -134,9 +235,28 @@ class Publishing(AioConnection):
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key)
 
     async def _reopen_after(self, channel: Any, reason: str) -> None:
-        """Open again the channel (publisher or call) that the broker closed."""
-        if channel is self._publish:
-            self._publish = await self._channel("publish", confirms=True)
+        """Open again the publisher channel that the broker closed (once for all its tasks)."""
+        if channel is not self._publish:
+            return  # another task opened a new one already
+        reopening = self._reopening
+        if reopening is None:
+            reopening = self._reopening = asyncio.ensure_future(
+                self._channel("publish", confirms=True)
+            )
+            try:
+                self._publish = await asyncio.shield(reopening)
+            finally:
+                self._reopening = None
+        else:
+            await asyncio.shield(reopening)
+
+
+def _closed_by_another(error: exceptions.DriverError, exchange: str) -> bool:
+    """Whether the broker closed the channel for a publish other than the one to ``exchange``."""
+    return (
+        isinstance(error, exceptions.ExchangeNotFound)
+        and error.kwargs.get("exchange") not in (None, exchange)
+    )
 
 
 __all__ = ["Publishing"]

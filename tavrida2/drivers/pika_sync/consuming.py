@@ -29,9 +29,11 @@ import time
 from collections import deque
 from typing import Any
 
+import pika.exceptions as pex
+
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import DeliveryCallback, Disposition
-from tavrida2.drivers.pika_sync.connection import CONNECTION_ERRORS, closed_by_broker
+from tavrida2.drivers.pika_sync.connection import CONNECTION_ERRORS
 from tavrida2.drivers.pika_sync.publishing import Publishing
 from tavrida2.drivers.settling import Settlements
 from tavrida2.drivers.shared import delivered, describe
@@ -105,10 +107,13 @@ class Consuming(Publishing):
 
     def _recover_consumer_channel(self) -> None:
         """Consume again on a new channel if the broker closed the consumer channel (lock held)."""
-        error = closed_by_broker(self._consume_channel, "consumer")
-        if error is None and not self._resubscribe:
+        channel = self._consume_channel
+        closed = channel is not None and not channel.is_open
+        if not closed and not self._resubscribe:
             return
-        if error is not None:
+        if closed:
+            reason = getattr(channel, "_closing_reason", None)
+            error = f"{getattr(reason, 'reply_code', '?')} {getattr(reason, 'reply_text', reason)}"
             log.warning(
                 "the consumer channel was closed (%s) while the connection stayed up; "
                 "opening a new one, declaring the topology again and consuming again "
@@ -136,6 +141,7 @@ class Consuming(Publishing):
             self._pump.start()
         while not self._stopping.is_set():
             lost: object = None
+            self._let_waiting_threads_go_first()
             try:
                 with self._lock:
                     if not self._is_open():
@@ -155,6 +161,18 @@ class Consuming(Publishing):
                 self._reconnect(lost)  # takes the lock for each attempt only
                 continue
             self._handle_inbox()
+
+    def _let_waiting_threads_go_first(self) -> None:
+        """Threads queued for the connection (a publish, a task run) take their turn.
+
+        Python's locks are not fair: without this the run loop would take the
+        lock back at once, and a thread could wait seconds to publish.
+        """
+        if not self._queued:
+            return
+        with self._turns:
+            while self._queued and not self._stopping.is_set():
+                self._turns.wait(0.05)
 
     def _handle_inbox(self) -> None:
         """Handle the deliveries that arrived; acknowledge runs of them at once.
@@ -215,9 +233,10 @@ class Consuming(Publishing):
                         channel.basic_reject(tag, requeue=False)
                     else:
                         channel.basic_nack(tag, requeue=True)
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, pex.AMQPChannelError) as exc:
                 # pika writes a frame or raises: a closed channel or connection,
-                # whose unsettled deliveries the broker delivers again
+                # whose unsettled deliveries the broker delivers again (the run
+                # loop opens a new channel)
                 log.warning(
                     "could not settle deliveries (%s); the broker delivers them again",
                     describe(exc),

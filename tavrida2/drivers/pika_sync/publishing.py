@@ -33,9 +33,13 @@ class Publishing(PikaConnection):
     _pipeline: Any = None  # channel of publish_async, confirmations collected
     _pipeline_tag = 0
 
+    _probe: Any = None  # a channel that passive declarations may close
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._unconfirmed: dict[int, tuple[str | None, PendingPublish]] = {}
+        #: Exchanges known to exist on this connection (declared, or checked).
+        self._exchanges: set[str] = {""}
 
     def _attach(self) -> None:
         super()._attach()
@@ -45,7 +49,8 @@ class Publishing(PikaConnection):
             self._declare(declaration)
 
     def _detach(self, error: Exception) -> None:
-        self._publish_channel = None
+        self._publish_channel = self._probe = None
+        self._exchanges = {""}
         if self._pipeline is not None or self._unconfirmed:
             self._fail_pipeline(error)
         super()._detach(error)
@@ -54,6 +59,8 @@ class Publishing(PikaConnection):
         super()._check_channels()
         error = closed_by_broker(self._pipeline, "publish")
         if error is not None:  # a publish to a missing exchange closed it
+            if isinstance(error, exceptions.ExchangeNotFound):
+                self._exchanges.discard(error.kwargs.get("exchange", ""))
             self._fail_pipeline(error)
 
     # -- topology ------------------------------------------------------------
@@ -65,6 +72,26 @@ class Publishing(PikaConnection):
             self._publish_channel = self._connection.channel()
             self._publish_channel.confirm_delivery()
             raise from_channel_close(exc.reply_code, exc.reply_text, declaration[1][0]) from None
+        if declaration[0] == "exchange":
+            self._exchanges.add(declaration[1][0])
+
+    def _check_exchange(self, exchange: str) -> None:
+        """Raise ``ExchangeNotFound`` if ``exchange`` does not exist (lock held).
+
+        A publish to a missing exchange makes the broker close the pipeline
+        channel, and fail every publish in flight on it: the first publish to
+        an exchange this connection did not declare checks it first, with a
+        passive declaration on a channel of its own.
+        """
+        probe = self._probe
+        if probe is None or not probe.is_open:
+            probe = self._probe = self._connection.channel()
+        try:
+            probe.exchange_declare(exchange, passive=True)
+        except pex.ChannelClosedByBroker as exc:
+            self._probe = None
+            raise from_channel_close(exc.reply_code, exc.reply_text, exchange) from None
+        self._exchanges.add(exchange)
 
     def _remember(self, declaration: Declaration) -> None:
         self._with_connection(lambda: self._declare(declaration))
@@ -125,6 +152,8 @@ class Publishing(PikaConnection):
 
         def send() -> None:
             pending.error = None  # a retry after reconnecting
+            if exchange not in self._exchanges:
+                self._check_exchange(exchange)
             if self._pipeline is None or not self._pipeline.is_open:
                 self._open_pipeline()
             self._pipeline_tag += 1
