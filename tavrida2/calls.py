@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from tavrida2 import exceptions
 from tavrida2.drivers.base import DIRECT_REPLY_TO, AsyncDriver, SyncDriver
@@ -32,6 +33,9 @@ from tavrida2.messages import (
     IncomingResponse,
     Request,
 )
+
+if TYPE_CHECKING:
+    from tavrida2.postprocessor import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +66,24 @@ def mark_waiting(request: Request, timeout: float) -> None:
     request.headers[DEADLINE_HEADER] = int(time.time() * 1000) + milliseconds
 
 
-def decode_answer(answer: AMQPMessage) -> IncomingResponse:
-    """The Response in ``answer``; raise ``RemoteError`` for an Error answer."""
+def decode_answer(answer: AMQPMessage, tracer: Tracer | None = None) -> IncomingResponse:
+    """The Response in ``answer``; raise ``RemoteError`` for an Error answer.
+
+    ``tracer`` is told of the answer (:mod:`tavrida2.tracing`).
+    """
     headers = answer.headers
     data = answer.body_deserialize()
     kind = headers.get("message_type")
     if kind == "response":
-        return IncomingResponse(dict(headers), data["context"], data["payload"])
+        response = IncomingResponse(dict(headers), data["context"], data["payload"])
+        if tracer is not None:
+            tracer.received(response)
+        return response
     if kind == "error":
-        raise IncomingError(dict(headers), data["context"], data["payload"]).to_exception()
+        error = IncomingError(dict(headers), data["context"], data["payload"])
+        if tracer is not None:
+            tracer.received(error)
+        raise error.to_exception()
     raise exceptions.UnsuitableFieldValue(field="message_type", value=kind)
 
 
@@ -116,6 +129,8 @@ class SyncCalls:
         self._consuming = False
         self._lock = threading.Lock()
         self._sweep_at = _SWEEP_AT
+        #: Told of each answer (set by the server or client that owns it).
+        self.tracer: Tracer | None = None
 
     def start(
         self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
@@ -155,7 +170,7 @@ class SyncCalls:
                 entry_point=pending.destination, timeout=pending.timeout
             )
             raise pending.error
-        return decode_answer(pending.answer)
+        return decode_answer(pending.answer, self.tracer)
 
     def _sweep(self) -> None:
         """End and forget the calls past their deadline that nobody waits for."""
@@ -205,6 +220,8 @@ class AsyncCalls:
         self._loop = loop
         self._pending: dict[str, asyncio.Future[AMQPMessage]] = {}
         self._consuming: asyncio.Future[None] | None = None
+        #: Told of each answer (set by the server or client that owns it).
+        self.tracer: Tracer | None = None
 
     async def _start_consuming(self) -> None:
         if self._consuming is None:
@@ -236,7 +253,7 @@ class AsyncCalls:
         finally:
             timer.cancel()
             self._pending.pop(correlation_id, None)
-        return decode_answer(answer)
+        return decode_answer(answer, self.tracer)
 
     def request(
         self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float

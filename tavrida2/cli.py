@@ -9,6 +9,8 @@
     tavrida2 dlq list CONFIG                 the dead letters of a server, and why
     tavrida2 dlq replay CONFIG [--limit N]   publish them again where they were going
     tavrida2 topology CONFIG                 what a server would declare on the broker
+    tavrida2 peers [--ds FILE] [--url URL]   the running servers, as they announce themselves
+    tavrida2 trace CORRELATION_ID [--db URL] a chain of calls from a trace database
 
 Exit codes: 0 done; 1 the call failed (a remote error, no answer in time, the
 broker unreachable: the reason on stderr); 2 a user error (a bad file, a bad
@@ -28,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from tavrida2 import configfile, entry_point, exceptions
+from tavrida2 import configfile, entry_point, exceptions, tracing
 from tavrida2.config import ConnectionConfig
 from tavrida2.discovery.dsfile import DSFile
 from tavrida2.discovery.local import LocalDiscovery
@@ -143,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     peers.set_defaults(handler=_peers)
 
+    trace = commands.add_parser(
+        "trace", help=_doc(_trace).splitlines()[0], description=_doc(_trace)
+    )
+    trace.add_argument("correlation_id", metavar="CORRELATION_ID", help="the chain to show")
+    trace.add_argument(
+        "--db",
+        metavar="URL",
+        default=os.environ.get("TAVRIDA2_TRACE_DB") or tracing.DEFAULT_DB_URL,
+        help="the trace database, a SQLAlchemy URL "
+        "(default: $TAVRIDA2_TRACE_DB or sqlite:///tavrida2-trace.db)",
+    )
+    trace.add_argument("--table", default=tracing.DEFAULT_TABLE, help="its table")
+    trace.set_defaults(handler=_trace)
+
     topology = commands.add_parser(
         "topology",
         help="print the exchanges, queues and bindings a server declares",
@@ -248,6 +264,16 @@ def _peers(args: argparse.Namespace) -> int:
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
     return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    """Print the chain of calls CORRELATION_ID from the database a trace SqlSink writes to.
+
+    Exit code 1 if it holds no message of that chain, 2 if it cannot be read.
+    """
+    return tracing.trace_command(
+        args.correlation_id, args.db, sys.stdout, err=sys.stderr, table=args.table
+    )
 
 
 def _request_parts(

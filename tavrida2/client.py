@@ -121,6 +121,7 @@ class _SyncTransport:
                     driver = create_sync_driver(self._client._config)
                     driver.connect()
                     self._calls = SyncCalls(driver)
+                    self._calls.tracer = self._client._postprocessor.tracer
                     self._driver = driver
                 driver = self._driver
         return driver
@@ -223,6 +224,7 @@ class _AsyncTransport:
                 driver = create_async_driver(self._client._config)
                 await driver.connect()
                 self._calls = AsyncCalls(driver, loop)
+                self._calls.tracer = self._client._postprocessor.tracer
                 self._driver = driver
                 opening.set_result(None)
             except BaseException as exc:

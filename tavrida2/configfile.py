@@ -131,6 +131,18 @@ SCHEMA: dict[str, Any] = {
             },
             "additionalProperties": False,
         },
+        "trace": {
+            "type": "object",
+            "properties": {
+                "size": {"type": "integer", "minimum": 1},
+                "db": _NAME,
+                "table": _NAME,
+                "preview_chars": {"type": "integer", "minimum": 0},
+                "sensitive_headers": {"type": "array", "items": {"type": "string"}},
+                "queue_size": {"type": "integer", "minimum": 1},
+            },
+            "additionalProperties": False,
+        },
     },
     "required": ["server"],
     "additionalProperties": False,
@@ -169,6 +181,8 @@ class ServerConfig:
     #: Seconds between the server's announcements; None: it does not announce;
     #: "default": 5 s on RabbitMQ, none on the in-memory broker.
     announce_period: float | Literal["default"] | None = "default"
+    #: The ``[trace]`` settings (:func:`tavrida2.tracing.make_tracer`), None without one.
+    trace: dict[str, Any] | None = None
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -355,6 +369,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         dead_letter_policy(file, server),
         float(server.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
         _announce_period(server),
+        dict(sections["trace"]) if "trace" in sections else None,
     )
 
 

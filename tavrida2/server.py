@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
@@ -31,6 +31,7 @@ from tavrida2.schedule import HookInfo, TaskInfo
 from tavrida2.service import ServiceController
 
 log = logging.getLogger(__name__)
+CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
 
 
 class Server:
@@ -193,6 +194,10 @@ class Server:
                 controller.postprocessor.tracer = self.tracer
         return preprocessor
 
+    def _calls(self, calls: CallsT) -> CallsT:
+        calls.tracer = self.tracer
+        return calls
+
     def _dead_letters(self) -> DeadLetters | None:
         policy = self.dead_letter_policy
         return DeadLetters(policy, self._queue_name) if policy is not None else None
@@ -215,7 +220,9 @@ class Server:
         self.started_at = time.time()
         self._declare_sync(driver)
         engine = SyncEngine(
-            self._build(driver, SyncCalls(driver)), self._dead_letters(), driver.publish
+            self._build(driver, self._calls(SyncCalls(driver))),
+            self._dead_letters(),
+            driver.publish,
         )
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
@@ -350,7 +357,9 @@ class Server:
                 )
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
-            preprocessor = self._build(AsyncOutbox(driver, loop), AsyncCalls(driver, loop))
+            preprocessor = self._build(
+                AsyncOutbox(driver, loop), self._calls(AsyncCalls(driver, loop))
+            )
             engine = AsyncEngine(
                 preprocessor, loop, dead_letters=self._dead_letters(), driver=driver
             )
@@ -415,6 +424,16 @@ class CLIServer(Server):
 
         loaded = configfile.load(config_file)
         loaded.bind_discovery()
+        tracer = None
+        if loaded.trace is not None:
+            from tavrida2 import tracing
+
+            try:
+                tracer = tracing.make_tracer(**loaded.trace)
+            except tracing.TraceDatabaseError as exc:
+                raise exceptions.ConfigError(
+                    reason=f"{loaded.path}, section [trace], key db: {exc}"
+                ) from None
         #: The checked contents of the file.
         self.file_config = loaded
         super().__init__(
@@ -425,6 +444,7 @@ class CLIServer(Server):
             dead_letters=loaded.dead_letters or False,
             stop_timeout=loaded.stop_timeout,
             announce_period=loaded.announce_period,
+            tracer=tracer,
         )
 
 

@@ -5,7 +5,8 @@
   ``RPCClient(..., tracer=store)``), queryable by service, type and correlation id;
 - :class:`SqlSink` writes every one of them to a SQL database from a background
   thread (SQLite by default, PostgreSQL by URL);
-- :func:`read_chain` and :func:`trace_command` (``tavrida2 trace``) read a chain back.
+- :func:`read_chain` and :func:`trace_command` (``tavrida2 trace``) read a chain back;
+- :func:`make_tracer` builds a store (and its sink) from plain settings.
 
 ``SqlSink``, ``read_chain``, ``TraceDatabaseError`` and ``SinkStats`` need
 SQLAlchemy (``pip install 'tavrida2[trace]'``); they are imported on first use,
@@ -19,26 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 from tavrida2.tracing.command import format_chain, trace_command
 from tavrida2.tracing.records import (
+    DEFAULT_DB_URL,
+    DEFAULT_TABLE,
     RECEIVED,
     SENT,
     TRACE_SENSITIVE_KEYS,
     TraceEntry,
     TraceRecord,
 )
+from tavrida2.tracing.settings import make_tracer
 from tavrida2.tracing.store import TraceSink, TraceStore
 
 if TYPE_CHECKING:
-    from tavrida2.tracing.database import (
-        DEFAULT_DB_URL,
-        DEFAULT_TABLE,
-        TraceDatabaseError,
-        read_chain,
-    )
+    from tavrida2.tracing.database import TraceDatabaseError, read_chain
     from tavrida2.tracing.sink import SinkStats, SqlSink
 
 _NEEDS_SQLALCHEMY = {
-    "DEFAULT_DB_URL": "tavrida2.tracing.database",
-    "DEFAULT_TABLE": "tavrida2.tracing.database",
     "TraceDatabaseError": "tavrida2.tracing.database",
     "read_chain": "tavrida2.tracing.database",
     "SinkStats": "tavrida2.tracing.sink",
@@ -67,6 +64,7 @@ __all__ = [
     "TraceSink",
     "TraceStore",
     "format_chain",
+    "make_tracer",
     "read_chain",
     "trace_command",
 ]

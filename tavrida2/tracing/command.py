@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import TextIO
 
-from tavrida2.tracing.records import SENT, TraceRecord, service_of
+from tavrida2.tracing.records import DEFAULT_TABLE, SENT, TraceRecord, service_of
 
 EXIT_FOUND = 0
 EXIT_NOT_FOUND = 1
@@ -32,12 +32,7 @@ def trace_command(
     """
     err = out if err is None else err
     try:
-        from tavrida2.tracing.database import (
-            DEFAULT_TABLE,
-            TraceDatabaseError,
-            display_url,
-            read_chain,
-        )
+        from tavrida2.tracing.database import TraceDatabaseError, display_url, read_chain
     except ImportError as exc:
         print(f"tavrida2 trace: {exc}", file=err)
         return EXIT_BAD_DATABASE
@@ -45,8 +40,9 @@ def trace_command(
     try:
         records = read_chain(correlation_id, db, table=table)
     except TraceDatabaseError as exc:
+        reason = str(exc).rstrip(".?! ")
         print(
-            f"tavrida2 trace: cannot read the trace database {exc}. --db takes the "
+            f"tavrida2 trace: cannot read the trace database {reason}. --db takes the "
             "SQLAlchemy URL of a database a SqlSink writes to, e.g. "
             "sqlite:///tavrida2-trace.db or postgresql://user:password@host:5432/db"
             f"{'' if table == DEFAULT_TABLE else f' (table {table!r})'}.",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tavrida2.masking import mask_url_passwords
-from tavrida2.tracing.records import TraceRecord
+from tavrida2.tracing.records import DEFAULT_DB_URL, DEFAULT_TABLE, TraceRecord
 
 try:
     import sqlalchemy as sa
@@ -25,9 +25,6 @@ except ImportError as exc:  # pragma: no cover - the `trace` extra is not instal
         "the SQL trace sink needs SQLAlchemy 2 and a database driver: pip install 'tavrida2[trace]'"
     ) from exc
 
-#: Where :class:`SqlSink` writes unless told otherwise: a file in the working directory.
-DEFAULT_DB_URL = "sqlite:///tavrida2-trace.db"
-DEFAULT_TABLE = "tavrida2_trace"
 #: Seconds to wait for a database connection.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: Failures of a database that may come back: the rows are kept to be written again.
@@ -74,8 +71,13 @@ def describe_error(exc: BaseException) -> str:
     return mask_url_passwords(f"{type(base).__name__}: {text}")
 
 
-def create_engine(url: URL, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Engine:
-    """An engine for ``url`` whose connections give up after ``connect_timeout`` seconds."""
+def create_engine(
+    url: URL, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, shown: str | None = None
+) -> Engine:
+    """An engine for ``url`` whose connections give up after ``connect_timeout`` seconds.
+
+    ``shown`` is how error messages name the database (default: ``url`` masked).
+    """
     connect_args: dict[str, Any] = {}
     backend = url.get_backend_name()
     if backend == "postgresql":
@@ -86,7 +88,8 @@ def create_engine(url: URL, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) ->
         return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise TraceDatabaseError(
-            f"{display_url(url)}: cannot use this database ({describe_error(exc)}); {_URL_HINT}"
+            f"{shown or display_url(url)}: cannot use this database ({describe_error(exc)}); "
+            f"{_URL_HINT}"
         ) from None
 
 
@@ -166,13 +169,13 @@ def from_row(row: Mapping[str, Any] | sa.RowMapping) -> TraceRecord:
     )
 
 
-def _check_sqlite_file(url: URL) -> None:
+def _check_sqlite_file(url: URL, shown: str) -> None:
     """Reading must not create an empty SQLite file where a typo points."""
     if url.get_backend_name() != "sqlite":
         return
     path = url.database or ""
     if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
-        raise TraceDatabaseError(f"{display_url(url)}: no such file {path!r}")
+        raise TraceDatabaseError(f"{shown}: no such file {path!r}")
 
 
 def read_chain(
@@ -188,14 +191,15 @@ def read_chain(
     no trace table; an empty list if nothing of that chain is there.
     """
     parsed = parse_url(url)
-    _check_sqlite_file(parsed)
-    engine = create_engine(parsed, connect_timeout)
+    shown = display_url(url)
+    _check_sqlite_file(parsed, shown)
+    engine = create_engine(parsed, connect_timeout, shown)
     trace = trace_table(table)
     try:
         with engine.connect() as connection:
             if not sa.inspect(connection).has_table(table):
                 raise TraceDatabaseError(
-                    f"{display_url(parsed)}: no table {table!r} (has a SqlSink written there?)"
+                    f"{shown}: no table {table!r} (has a SqlSink written there?)"
                 )
             query = (
                 sa.select(trace)
@@ -204,7 +208,7 @@ def read_chain(
             )
             rows = connection.execute(query).mappings().all()
     except SQLAlchemyError as exc:
-        raise TraceDatabaseError(f"{display_url(parsed)}: {describe_error(exc)}") from None
+        raise TraceDatabaseError(f"{shown}: {describe_error(exc)}") from None
     finally:
         engine.dispose()
     return [from_row(row) for row in rows]

@@ -26,6 +26,11 @@ RECEIVED = "received"
 TRACE_SENSITIVE_KEYS = ("password", "passwd", "secret", "token", "api_key", "cookie")
 #: Characters of the payload's JSON kept in :attr:`TraceRecord.payload_preview`.
 DEFAULT_PREVIEW_CHARS = 200
+#: Where :class:`~tavrida2.tracing.SqlSink` writes unless told otherwise: a file in the
+#: working directory (and where ``tavrida2 trace`` reads unless given ``--db``).
+DEFAULT_DB_URL = "sqlite:///tavrida2-trace.db"
+#: The table of the trace database.
+DEFAULT_TABLE = "tavrida2_trace"
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 #: Orders entries made in the same clock tick (one process).
@@ -184,7 +189,9 @@ class TraceEntry:
 
 
 __all__ = [
+    "DEFAULT_DB_URL",
     "DEFAULT_PREVIEW_CHARS",
+    "DEFAULT_TABLE",
     "RECEIVED",
     "SENT",
     "TRACE_SENSITIVE_KEYS",

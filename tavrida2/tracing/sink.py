@@ -38,6 +38,8 @@ from tavrida2.tracing.throttle import Throttle
 
 log = logging.getLogger("tavrida2.tracing")
 
+#: Records that may wait for the writer; more are dropped (and counted).
+DEFAULT_QUEUE_SIZE = 10_000
 #: Seconds the writer sleeps at most before it looks again (clock, queue, close).
 _POLL = 0.25
 
@@ -87,7 +89,7 @@ class SqlSink:
         url: str | URL = DEFAULT_DB_URL,
         *,
         table: str = DEFAULT_TABLE,
-        queue_size: int = 10_000,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
         batch_size: int = 200,
         retry_interval: float = 1.0,
         max_retry_interval: float = 30.0,
@@ -97,11 +99,10 @@ class SqlSink:
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be 1 or more")
-        parsed = parse_url(url)
         #: The database URL with its password masked (for logs).
-        self.url = display_url(parsed)
+        self.url = display_url(url)
         self.table = table
-        self._engine = create_engine(parsed, connect_timeout)
+        self._engine = create_engine(parse_url(url), connect_timeout, self.url)
         self._table = trace_table(table)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._queue_size = queue_size
@@ -195,11 +196,11 @@ class SqlSink:
                     self._collect(block=not self._rows)
                 if self._rows and self._clock() >= self._retry_at:
                     self._write(self._rows)
+                self._report()
                 if not self._rows:
                     self._release()
                 elif self._failing:  # hold them until it is time to try again
                     self._closing.wait(_POLL)
-                self._report()
             self._finish()
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception(
@@ -343,4 +344,4 @@ class SqlSink:
             )
 
 
-__all__ = ["SinkStats", "SqlSink"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "SinkStats", "SqlSink"]

@@ -253,9 +253,9 @@ class Publishing(AioConnection):
 
 def _closed_by_another(error: exceptions.DriverError, exchange: str) -> bool:
     """Whether the broker closed the channel for a publish other than the one to ``exchange``."""
-    return (
-        isinstance(error, exceptions.ExchangeNotFound)
-        and error.kwargs.get("exchange") not in (None, exchange)
+    return isinstance(error, exceptions.ExchangeNotFound) and error.kwargs.get("exchange") not in (
+        None,
+        exchange,
     )
 
 
