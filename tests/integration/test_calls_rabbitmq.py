@@ -575,3 +575,30 @@ def test_cast_async_pending_when_the_connection_drops_end_at_once(
         assert set(outcomes) <= {"confirmed", "closed"}
         # the client reconnects for the next cast
         cli.tally.note(n=1).cast_async().result()
+
+
+def test_closing_a_client_with_casts_in_flight_ends_them_cleanly(
+    names: Names, channel: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() while many cast_async() handles wait for their confirmations: each ends
+    confirmed or with ConnectionClosed, and pika's I/O loop raises nothing on the way."""
+    exchange, queue = names.exchange("tally"), names.queue("tally")
+    channel.exchange_declare(exchange, "topic", durable=True)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_bind(queue, exchange, "tally.#")
+    disc = discovery.LocalDiscovery()
+    disc.register_remote_service("tally", exchange)
+    cli = client.RPCClient(amqp_config(False, names.connection("client")), disc, "script")
+    handles = [cli.tally.note(n=i).cast_async() for i in range(400)]
+    with caplog.at_level(logging.ERROR):
+        cli.close()
+    outcomes = set()
+    for handle in handles:
+        try:
+            handle.result(timeout=0.1)
+            outcomes.add("confirmed")
+        except exceptions.ConnectionClosed:
+            outcomes.add("closed")
+    assert outcomes <= {"confirmed", "closed"}
+    assert "AttributeError" not in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("pika")]

@@ -202,7 +202,7 @@ class Publishing(PikaConnection):
 
         def on_select_ok(frame: Any) -> None:
             selected.append(frame)
-            self._connection.call_later(0, nothing)  # see _on_pipeline_confirm
+            self._wake()
 
         impl = channel._impl
         impl.add_on_return_callback(self._on_pipeline_return)
@@ -215,9 +215,7 @@ class Publishing(PikaConnection):
         self._pipeline, self._pipeline_tag = channel, 0
 
     def _on_pipeline_confirm(self, frame: Any) -> None:
-        # Called inside pika's I/O loop, which BlockingConnection does not count
-        # as an event: a timer due at once makes process_data_events return.
-        self._connection.call_later(0, nothing)
+        self._wake()
         method = frame.method
         nacked = isinstance(method, pika.spec.Basic.Nack)
         last, unconfirmed = method.delivery_tag, self._unconfirmed
@@ -235,6 +233,17 @@ class Publishing(PikaConnection):
                 )
             else:
                 pending.confirmed = True
+
+    def _wake(self) -> None:
+        """Make ``process_data_events`` return after this callback.
+
+        Called inside pika's I/O loop, which BlockingConnection does not count
+        as an event: a timer due at once makes it return. While the driver
+        closes the connection (it forgot it already), nothing waits to wake.
+        """
+        connection = self._connection
+        if connection is not None:
+            connection.call_later(0, nothing)
 
     def _on_pipeline_return(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         message_id = (props.headers or {}).get("message_id")
