@@ -15,9 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tavrida2 import exceptions
+from tavrida2 import confirmations, exceptions
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
-from tavrida2.entry_point import ServiceEntryPoint
+from tavrida2.entry_point import EntryPoint
 from tavrida2.liveness import HEARTBEAT_EXCHANGE, announcement
 from tavrida2.messages import new_id
 from tavrida2.proxies import RPCProxy
@@ -31,20 +31,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("tavrida2.server")
 
 
-def proxy_of(controller: ServiceController) -> RPCProxy:
-    """A proxy for what a controller sends outside a handler (hooks, task runs).
+def proxy_of(controller: ServiceController, method: str) -> RPCProxy:
+    """A proxy for what a controller sends outside a handler (a hook, a task run).
 
-    Its messages come from the controller's service and start a chain of
-    their own (a new correlation id).
+    Its messages come from ``<service>.<method>`` (so a notification it
+    publishes can be subscribed to like any other) and start a chain of their
+    own (a new correlation id).
     """
     return RPCProxy(
-        controller.postprocessor, ServiceEntryPoint(controller.service_name), {}, new_id()
+        controller.postprocessor, EntryPoint(controller.service_name, method), {}, new_id()
     )
 
 
-def _run_task(method: Callable[[RPCProxy], Any], controller: ServiceController) -> Any:
-    """One run of a task: the method with a proxy of its own (a chain of its own)."""
-    return method(proxy_of(controller))
+def _run_task(controller: ServiceController, name: str) -> Any:
+    """One run of a task (sync engine, or a plain task on the async one).
+
+    What it sends is confirmed before the run counts as done, as for a
+    handler: a send that was refused fails the run (logged by the scheduler).
+    """
+    with confirmations.tracking() as sent:
+        result = getattr(controller, name)(proxy_of(controller, name))
+    failure = confirmations.first_failure(sent) if sent else None
+    if failure is not None:
+        raise failure
+    return result
+
+
+async def _run_async_task(controller: ServiceController, name: str) -> Any:
+    """One run of an ``async def`` task; as :func:`_run_task`."""
+    with confirmations.tracking() as sent:
+        result = await getattr(controller, name)(proxy_of(controller, name))
+    failure = await confirmations.first_failure_async(sent) if sent else None
+    if failure is not None:
+        raise failure
+    return result
 
 
 class Lifecycle:
@@ -63,7 +83,9 @@ class Lifecycle:
             for hook in type(controller).get_dispatcher().hooks[name]:
                 method = getattr(controller, hook.name)
                 call = (
-                    functools.partial(method, proxy_of(controller)) if hook.takes_proxy else method
+                    functools.partial(method, proxy_of(controller, hook.name))
+                    if hook.takes_proxy
+                    else method
                 )
                 found.append((controller, call, hook.is_coroutine))
         return found
@@ -109,7 +131,8 @@ class Lifecycle:
         for controller in server.services:
             for task in type(controller).get_dispatcher().tasks:
                 label = f"{controller.service_name}.{task.name}"
-                run = functools.partial(_run_task, getattr(controller, task.name), controller)
+                runner = _run_async_task if task.is_coroutine else _run_task
+                run = functools.partial(runner, controller, task.name)
                 lease = f"{server.queue_name}.lease.{label}" if task.single else None
                 entries.append(Entry(label, task, run, lease))
         period = server.announce_period

@@ -381,12 +381,13 @@ class Server:
                 await self._wait_for_stop(driver)
             await scheduler.stop_async(self.stop_timeout)
             scheduler = None
+            # as on the sync engine: the handlers in progress end before pre_stop
+            await driver.stop_consuming(self.stop_timeout)
             await lifecycle.call_hooks_async("pre_stop")
             farewell = lifecycle.farewell()
             if farewell is not None:
                 with contextlib.suppress(exceptions.TavridaError):
                     await farewell
-            await driver.stop_consuming(self.stop_timeout)
         finally:
             if scheduler is not None:
                 await scheduler.stop_async(0)

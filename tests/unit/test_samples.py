@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = ROOT / "samples"
 #: Folders of samples/ that other tests run.
-TESTED_ELSEWHERE = ("deploy",)
+TESTED_ELSEWHERE = ("deploy", "agents")
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
 
 
