@@ -182,7 +182,8 @@ class RCPCallProxy:
 
         Its ``broadcast_method`` handler runs once in each server of the service
         (a request reaches one of them). Returns like :meth:`cast`; raises
-        ``UnroutableMessage`` when no instance is running.
+        ``UnroutableMessage`` when no instance is running, ``ExchangeNotFound``
+        when none ever ran (the service's fanout exchange was never declared).
         """
         request = self._make_request(context, correlation_id, entry_point.NULL, source)
         request.headers[BROADCAST_HEADER] = True
