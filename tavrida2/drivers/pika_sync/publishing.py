@@ -153,7 +153,11 @@ class Publishing(PikaConnection):
         def send() -> None:
             pending.error = None  # a retry after reconnecting
             if exchange not in self._exchanges:
-                self._check_exchange(exchange)
+                try:
+                    self._check_exchange(exchange)
+                except exceptions.ExchangeNotFound as exc:
+                    pending.error = exc  # result() raises it, as for a refused publish
+                    return
             if self._pipeline is None or not self._pipeline.is_open:
                 self._open_pipeline()
             self._pipeline_tag += 1

@@ -326,4 +326,8 @@ def test_refused_send_among_confirmed_ones(
         f"{len(collateral)} handlers whose send was fine failed and were dead-lettered, "
         f"e.g. n={collateral[:5]}"
     )
-    assert duplicated(letters) + duplicated(arrived) == 0, "deliveries were handled twice"
+    # A good publish written just before a refused one may have reached its queue when
+    # the broker closed the channel without confirming it: sent again, it arrives twice
+    # (at least once, never lost). Dead letters are never doubled.
+    assert duplicated(letters) == 0, "a dead letter was doubled"
+    assert duplicated(arrived) <= len(odd), "more copies than channel closes"
