@@ -11,6 +11,7 @@ is dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -21,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from tavrida2 import client, discovery, dispatcher, server, service
+from tavrida2.cli import main as cli_main
 from tavrida2.tracing import SqlSink, TraceStore, read_chain, trace_command
 from tavrida2.tracing.database import trace_table
 from tests.integration.conftest import ENGINES, WAIT, Names, Servers, amqp_config
@@ -125,6 +127,10 @@ def test_a_chain_of_three_calls_is_found_whole_by_trace(
         store.close()
 
     assert (code, err.getvalue()) == (0, "")
+    # the command line prints the same chain
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert cli_main(["trace", answer.correlation_id, "--db", url, "--table", table]) == 0
+    assert printed.getvalue() == out.getvalue()
     # every request (sent and received) and every answer, in order
     assert [(r.source, r.destination) for r in records if r.direction == "sent"] == [
         *REQUESTS,
