@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -232,3 +233,24 @@ def _no_dead_letter_topology_left(names: Names) -> Iterator[None]:
     yield
     for queue in names.queues:
         delete_dead_letter_topology(queue)
+
+
+@pytest.fixture
+def tavrida2_log() -> Iterator[list[logging.LogRecord]]:
+    """The warnings tavrida2 logs during the test (whether pytest's logging plugin runs or not)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler, logger = Keep(logging.WARNING), logging.getLogger("tavrida2")
+    previous = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

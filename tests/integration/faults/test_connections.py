@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,27 +62,6 @@ CASTS = 3000
 CALLS = 300
 PENDING_CALLS = 30
 HEARTBEAT = 2
-
-
-@pytest.fixture
-def tavrida2_log() -> Iterator[list[logging.LogRecord]]:
-    """The warnings tavrida2 logs during the test (whether pytest's logging plugin runs or not)."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler, logger = Keep(logging.WARNING), logging.getLogger("tavrida2")
-    previous = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def _engine_id(engine: bool) -> str:

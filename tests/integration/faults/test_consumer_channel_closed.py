@@ -28,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -71,27 +71,6 @@ RECOVERY = 5.0
 #: were handled.
 BURST = 200
 CLOSE_AFTER = 20
-
-
-@pytest.fixture
-def tavrida2_log() -> Iterator[list[logging.LogRecord]]:
-    """The warnings tavrida2 logs during the test."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler, logger = Keep(logging.WARNING), logging.getLogger("tavrida2")
-    previous = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def _engine_id(engine: bool) -> str:
