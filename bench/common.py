@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -49,6 +50,12 @@ class WorkloadFailed(Exception):
 
 def scaled(n: int) -> int:
     return max(1, round(n * float(os.environ.get("BENCH_SCALE", "1"))))
+
+
+def w3_casts() -> int:
+    """W3's size: W3_CASTS scaled, times BENCH_W3_SCALE (rows whose casts are each
+    confirmed in turn run fewer, to keep `make bench` short)."""
+    return max(1, round(scaled(W3_CASTS) * float(os.environ.get("BENCH_W3_SCALE", "1"))))
 
 
 def workloads() -> tuple[str, ...]:
@@ -116,6 +123,63 @@ def raw_handle(counter: Counter, body: bytes) -> bytes | None:
 
 def request(method: str, **args: Any) -> bytes:
     return json.dumps({"method": method, "args": args}).encode()
+
+
+# ---------------------------------------------------------------- Tavrida's wire work by hand
+# BENCH_TAVWIRE=1 (the raw-*-tavwire rows): the broker work of Tavrida's wire format, as
+# ../shared/peers-bench's pika-tavwire / aiormq-tavwire do it: a topic exchange bound with
+# ``bench.#``, routing key ``bench.<method>``, eight string headers and a
+# ``{"context", "payload"}`` body on requests and answers, mandatory publishes, an
+# expiration on requests, casts persistent into a durable queue.
+TAVWIRE = os.environ.get("BENCH_TAVWIRE") == "1"
+TAV_BINDING = "bench.#"
+TAV_EXPIRATION = str(int(CALL_TIMEOUT_S * 1000))
+
+
+def tav_exchange() -> str:
+    return prefix() + "_exchange"
+
+
+def tav_request(method: str, cid: str, **args: Any) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a Tavrida request (or cast) ``bench.<method>(**args)``."""
+    headers = {
+        "correlation_id": cid,
+        "request_id": cid,
+        "message_id": cid + "m",
+        "message_type": "request",
+        "source": "benchclient",
+        "reply_to": "",
+        "destination": "bench." + method,
+        "proxy": "tavwire",
+    }
+    return json.dumps({"context": {}, "payload": args}).encode(), headers
+
+
+def tav_handle(
+    counter: Counter, headers: dict[str, Any], body: bytes
+) -> tuple[bytes, dict[str, str]] | None:
+    """The raw servers' service on Tavrida's wire: body and headers of the answer (None: a cast)."""
+    method = str(headers["destination"]).split(".", 1)[1]
+    answer = raw_handle(counter, request(method, **json.loads(body)["payload"]))
+    if answer is None:
+        return None
+    reply_headers = {
+        "correlation_id": headers["correlation_id"],
+        "request_id": headers["request_id"],
+        "message_id": str(headers["message_id"]) + "r",
+        "message_type": "response",
+        "source": headers["destination"],
+        "destination": headers["source"],
+        "reply_to": "",
+        "proxy": "tavwire",
+    }
+    body = json.dumps({"context": {}, "payload": json.loads(answer)}).encode()
+    return body, reply_headers
+
+
+def tav_answer(body: bytes) -> Any:
+    """The payload of a Tavrida answer."""
+    return json.loads(body)["payload"]
 
 
 # ---------------------------------------------------------------- CPU sampling
@@ -242,6 +306,37 @@ def windowed(
     return out
 
 
+def threaded(fn: Callable[[int], T], n: int, threads: int, deadline: float) -> list[T]:
+    """``fn(i)`` for i in range(n) on ``threads`` OS threads sharing whatever ``fn`` uses
+    (e.g. one client): each thread takes the next i until none is left."""
+    out: list[Any] = [None] * n
+    todo = iter(range(n))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not errors:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                out[i] = fn(i)
+                if time.monotonic() > deadline:
+                    raise WorkloadFailed(f"over {LIMIT_S:.0f} s")
+            except BaseException as e:  # the first error ends every thread
+                errors.append(e)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
 def _workload(name: str, body: Callable[[], dict[str, Any]]) -> None:
     try:
         emit(name, body())
@@ -281,7 +376,7 @@ def run_sync(client: SyncClient) -> None:
         )
 
     def w3() -> dict[str, Any]:
-        n = scaled(W3_CASTS)
+        n = w3_casts()
         base, _ = client.stats()
         note_many = getattr(client, "note_many", None)
         cpu.start()
@@ -377,7 +472,7 @@ async def run_async(client: AsyncClient) -> None:
         )
 
     async def w3() -> dict[str, Any]:
-        n = scaled(W3_CASTS)
+        n = w3_casts()
         base, _ = await client.stats()
         cpu.start()
         t0 = time.time()

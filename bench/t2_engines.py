@@ -9,8 +9,12 @@ has ``cast_async``, else a loop of confirmed ``cast()``) or ``AsyncRPCClient`` (
 and W3 keep 64 ``call()``/``cast()`` in flight, 64 workers).  Library defaults otherwise:
 casts are persistent (durable queue, delivery_mode 2) unless T2_PERSISTENT=0, which gives
 server and client ``ConnectionConfig(persistent=False)`` (the ``-transient`` rows).
+The sync client as users also write it: T2_W2=threads runs W2 as 64 threads sharing the one
+``RPCClient``, each calling ``call()`` (the tavrida2-sync-threads row); T2_W3=loop runs W3
+as a loop of ``cast()``, each confirmed in turn (the tavrida2-sync-cast-loop row).
 
-    T2_ENGINE=sync|async [T2_PERSISTENT=0] python bench/t2_engines.py server|client
+    T2_ENGINE=sync|async [T2_PERSISTENT=0] [T2_W2=threads] [T2_W3=loop] \
+        python bench/t2_engines.py server|client
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from tavrida2 import config, discovery, dispatcher, server, service
 
 ASYNC = os.environ.get("T2_ENGINE", "sync") == "async"
 PERSISTENT = os.environ.get("T2_PERSISTENT", "1") != "0"
+W2_THREADS = os.environ.get("T2_W2") == "threads"
+W3_LOOP = os.environ.get("T2_W3") == "loop"
 QUEUE = common.prefix()
 EXCHANGE = common.prefix() + "_exchange"
 
@@ -97,12 +103,15 @@ class SyncClient:
         conf, disc = _setup()
         self.cli = RPCClient(conf, disc, source=common.prefix() + "_client")
         # W3: a window of cast_async() handles if this tavrida2 has them (building the
-        # proxy sends nothing), else the harness's loop of note() (a confirmed cast())
-        if hasattr(self.cli.bench.note(n=0), "cast_async"):
+        # proxy sends nothing) and T2_W3 is not "loop", else the harness's loop of note()
+        # (a confirmed cast())
+        if hasattr(self.cli.bench.note(n=0), "cast_async") and not W3_LOOP:
             self.note_many = self._note_many
             self.w3_how = f"a window of {common.WINDOW} `cast_async()` handles"
         else:
             self.w3_how = "a loop of `cast()`, each confirmed"
+        if W2_THREADS:
+            self.add_many = self._add_threads
 
     def add(self, x: int, y: int) -> int:
         return int(
@@ -118,6 +127,10 @@ class SyncClient:
             window,
             deadline,
         )
+
+    def _add_threads(self, n: int, window: int, deadline: float) -> list[int]:
+        """W2 as users write it with threads: ``window`` threads share the one client."""
+        return common.threaded(lambda i: self.add(i, 1), n, window, deadline)
 
     def note(self, n: int) -> None:
         self.cli.bench.note(n=n).cast()
