@@ -151,14 +151,14 @@ def test_a_lost_connection_is_reconnected_with_everything_on_it(
         failures: list[tuple[Any, Exception]] = []
         await driver.consume_replies(answers.append, lambda c, e: failures.append((c, e)))
         first = network.connections[0]
-        assert roles(network) == [True, False, True]  # + the call channel
+        assert roles(network) == [True, False, False]  # + the call channel (no confirms)
         first.lose(ConnectionResetError("reset"))
         # waiting callers are told at once: their answers cannot come any more
         assert failures and isinstance(failures[0][1], exceptions.ConnectionClosed)
         assert failures[0][0] is None
         await wait_for(lambda: driver._is_up() and len(network.connections) == 2)
         second = network.connections[1]
-        assert roles(network) == [True, False, True]
+        assert roles(network) == [True, False, False]
         publisher, consumer, call = (channel for _, channel in second.channels)
         assert publisher.declared == [("queue", "queue")]
         assert consumer.subscribed == ["queue"] and consumer.qos == [4]

@@ -26,8 +26,9 @@ class AioDriver(Leases, Replies, Consuming):
 
     A consumer channel (prefetch, manual acks; direct replies to waiting
     callers go out on it unconfirmed), a publisher channel with confirms, and
-    once :meth:`consume_replies` was called a call channel (confirms): requests
-    whose caller waits go out on it and their answers come back to it.
+    once :meth:`consume_replies` was called a call channel: requests
+    whose caller waits go out on it unconfirmed (the answer confirms them)
+    and their answers come back to it.
     Messages to or from a waiting caller are transient; everything else is
     persistent unless ``ConnectionConfig(persistent=False)``.
     """

@@ -3,6 +3,7 @@
 - pamqp <= 3.3.0 cannot encode header integers from -128 to -1;
 - aiormq leaves the socket of a lost connection open;
 - aiormq writes on a channel the broker already closed (see ``ChannelGate``);
+- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``);
 - ``asyncio.timeout`` is new in Python 3.11.
 """
 
@@ -142,6 +143,37 @@ def gate(channel: Any) -> Any:
     return channel
 
 
+def watch_returns(channel: Any, on_return: Any) -> None:
+    """Call ``on_return(frame, properties)`` for each message the broker returns on ``channel``.
+
+    aiormq matches a ``Basic.Return`` to its publish through the publisher
+    confirmation it keeps for it (``Channel._on_return_frame``); on a channel
+    without confirms there is none, so it logs the message and drops it. The
+    channel's reader takes every frame by ``self._get_frame()``, looked up
+    anew for each frame: the wrapper set here takes a Return and its header
+    and body frames out of that stream, reports it, and hands the reader the
+    frame after it (aiormq never sees the Return). Install it before the
+    channel's next frame (the reader's call already waiting gets that one
+    unwrapped), i.e. before the channel's first publish.
+    """
+    get_frame = getattr(channel, "_get_frame", None)
+    if get_frame is None:  # not an aiormq channel (tests' fakes)
+        return
+
+    async def _get_frame() -> Any:
+        frame = await get_frame()
+        while isinstance(frame, aiormq.spec.Basic.Return):
+            header = await get_frame()
+            left = header.body_size
+            while left > 0:
+                left -= len((await get_frame()).value)
+            on_return(frame, header.properties)
+            frame = await get_frame()
+        return frame
+
+    channel._get_frame = _get_frame
+
+
 if sys.version_info >= (3, 11):
     within = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
@@ -194,4 +226,5 @@ __all__ = [
     "discard",
     "gate",
     "patch_pamqp_small_negative_integers",
+    "watch_returns",
 ]

@@ -1,8 +1,10 @@
 """The async driver's confirmed publishing and the topology it declares.
 
 A publisher channel in confirm mode takes every publish but the messages of
-waiting callers (see :mod:`.replies`); it also declares the topology, which
-the driver remembers and declares again on each new connection.
+waiting callers (see :mod:`.replies`: their requests go out unconfirmed on the
+call channel, their answers unconfirmed on the consumer channel); it also
+declares the topology, which the driver remembers and declares again on each
+new connection.
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ class Publishing(AioConnection):
         """Publish and wait, at most ``publish_timeout``, for the broker's confirmation.
 
         Answers to waiting callers go out unconfirmed on the consumer channel
-        (the caller's getting it is the confirmation), and their requests on
-        the call channel, confirmed.
+        (the caller's getting it is the confirmation), and their requests
+        unconfirmed and mandatory on the call channel (the answer confirms the
+        request; a returned one fails its caller, see :mod:`.replies`).
         """
         if self._publish is None or self._reconnecting is not None:
             await self._ensure_connected()
@@ -128,9 +131,7 @@ class Publishing(AioConnection):
         channel = self._publish
         for_caller = message.reply_to == DIRECT_REPLY_TO
         if for_caller:
-            channel = self._call
-            if channel is None:
-                raise RuntimeError("a request for a waiting caller needs consume_replies() first")
+            channel = self._call if self._call is not None else await self._call_channel()
         elif is_direct_reply(exchange, routing_key):
             replies = self._consume
             if replies is not None and replies.write_queue.is_open():
@@ -145,7 +146,9 @@ class Publishing(AioConnection):
         if exchange not in self._exchanges:
             await self._check_exchange(exchange)
         try:
-            await self._confirmed(channel, body, exchange, routing_key, props, mandatory)
+            await self._confirmed(
+                channel, body, exchange, routing_key, props, mandatory, not for_caller
+            )
         except (ChannelGone, aex.ChannelClosed) as exc:
             await self._publish_again(
                 exc, channel, for_caller, body, exchange, routing_key, props, mandatory
@@ -182,9 +185,11 @@ class Publishing(AioConnection):
                 raise exceptions.PublishTimeout(
                     exchange=exchange, timeout=self.config.publish_timeout
                 )
-            channel = self._call if for_caller else self._publish
+            channel = await self._call_channel() if for_caller else self._publish
             try:
-                await self._confirmed(channel, body, exchange, routing_key, props, mandatory)
+                await self._confirmed(
+                    channel, body, exchange, routing_key, props, mandatory, not for_caller
+                )
                 return
             except (ChannelGone, aex.ChannelClosed) as again:
                 exc = again
@@ -197,8 +202,13 @@ class Publishing(AioConnection):
         routing_key: str,
         props: Any,
         mandatory: bool,
+        confirm: bool = True,
     ) -> None:
-        """One confirmed publish on ``channel``; tavrida2's errors for what went wrong."""
+        """One confirmed publish on ``channel``; tavrida2's errors for what went wrong.
+
+        ``confirm=False`` (the call channel, no confirms): only queued for the
+        socket; a return is reported by the channel's return watcher.
+        """
         try:
             # One timer for the whole publish: aiormq's own ``timeout`` runs three
             # asyncio.wait_for per message, a third of a caller's CPU.
@@ -209,6 +219,7 @@ class Publishing(AioConnection):
                     routing_key=routing_key,
                     properties=props,
                     mandatory=mandatory,
+                    wait=confirm,
                 )
         except aex.PublishError:
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key) from None
@@ -231,8 +242,14 @@ class Publishing(AioConnection):
             raise exceptions.ConnectionClosed(
                 reason=f"the connection to {self._target} was lost ({type(exc).__name__}: {exc})"
             ) from None
-        if not isinstance(confirmation, Basic.Ack):
+        if confirm and not isinstance(confirmation, Basic.Ack):
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key)
+
+    async def _call_channel(self) -> Any:
+        """The call channel of waiting callers (see :mod:`.replies`)."""
+        if self._call is None:
+            raise RuntimeError("a request for a waiting caller needs consume_replies() first")
+        return self._call
 
     async def _reopen_after(self, channel: Any, reason: str) -> None:
         """Open again the publisher channel that the broker closed (once for all its tasks)."""

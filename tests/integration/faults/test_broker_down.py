@@ -310,7 +310,9 @@ def test_publish_when_the_network_stalls_raises_within_publish_timeout(
                     await cli.tally.note(n=1).cast()
                     confirmed.add(1)
                 else:
-                    await cli.tally.echo(n=-2).call(timeout=10)
+                    # as on the sync engine, a waiting request is confirmed by its
+                    # answer: a stall ends it with CallTimeout at the caller's timeout
+                    await cli.tally.echo(n=-2).call(timeout=SYNC_CALL_TIMEOUT)
                     returned.add(-2)
             except Exception as exc:
                 outcome.append(exc)
