@@ -200,6 +200,10 @@ class Scheduler:
 
         self._ticker = self._loop.create_task(loop())
 
+    def halt(self) -> None:
+        """No more runs (from any thread); those in progress go on."""
+        self._stop.set()
+
     def stop(self, timeout: float) -> None:
         """No more runs; wait at most ``timeout`` for those in progress (sync engine)."""
         self._stop.set()
@@ -208,7 +212,7 @@ class Scheduler:
         running = [e.running for e in self.entries if e.running is not None]
         if running:
             _, unfinished = concurrent.futures.wait(running, timeout=timeout)
-            if unfinished:
+            if unfinished and timeout > 0:
                 log.warning("%s task run(s) still going at stop; left behind", len(unfinished))
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

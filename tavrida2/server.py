@@ -307,7 +307,7 @@ class Server:
         driver = self._driver
         lifecycle = self._lifecycle
         if lifecycle is not None and lifecycle.scheduler is not None:
-            lifecycle.scheduler.stop(0)  # no more runs (those in progress go on)
+            lifecycle.scheduler.halt()  # no more runs; run() waits for those in progress
         if isinstance(driver, SyncDriver):
             driver.stop()
             if first and self._stop_timer is None:
