@@ -8,7 +8,7 @@ awaits them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import tenacity
@@ -128,15 +128,9 @@ def is_direct_reply(exchange: str, routing_key: str) -> bool:
     return not exchange and routing_key.startswith(DIRECT_REPLY_TO)
 
 
-def check_reply_consumer(on_reply: Callable[..., Any] | None) -> None:
-    if on_reply is None:
-        raise RuntimeError("a request for a waiting caller needs consume_replies() first")
-
-
 __all__ = [
     "Declaration",
     "Declarations",
-    "check_reply_consumer",
     "connection_failed",
     "declare_on",
     "delivered",

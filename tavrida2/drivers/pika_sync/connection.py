@@ -77,14 +77,17 @@ def cut(connection: Any) -> None:
         connection.process_data_events(time_limit=0)
 
 
+def close_reason(channel: Any) -> tuple[int, str]:
+    """The reply code and text the broker closed ``channel`` with (pika keeps them on it)."""
+    reason = getattr(channel, "_closing_reason", None)
+    return int(getattr(reason, "reply_code", 0)), str(getattr(reason, "reply_text", reason))
+
+
 def closed_by_broker(channel: Any, what: str) -> exceptions.DriverError | None:
-    """The error of a channel the broker closed (pika keeps why on it); None if it is open."""
+    """The error of a channel the broker closed; None if it is open."""
     if channel is None or channel.is_open:
         return None
-    reason = getattr(channel, "_closing_reason", None)
-    code = getattr(reason, "reply_code", 0)
-    text = getattr(reason, "reply_text", str(reason))
-    return from_channel_close(int(code), str(text), what)
+    return from_channel_close(*close_reason(channel), what)
 
 
 def nothing() -> None:
@@ -319,4 +322,11 @@ class PikaConnection(SyncDriver):
         self._check_channels()
 
 
-__all__ = ["CONNECTION_ERRORS", "PikaConnection", "closed_by_broker", "cut", "nothing"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "PikaConnection",
+    "close_reason",
+    "closed_by_broker",
+    "cut",
+    "nothing",
+]

@@ -33,7 +33,7 @@ import pika.exceptions as pex
 
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import DeliveryCallback, Disposition
-from tavrida2.drivers.pika_sync.connection import CONNECTION_ERRORS
+from tavrida2.drivers.pika_sync.connection import CONNECTION_ERRORS, close_reason
 from tavrida2.drivers.pika_sync.publishing import Publishing
 from tavrida2.drivers.settling import Settlements
 from tavrida2.drivers.shared import delivered, describe
@@ -112,13 +112,11 @@ class Consuming(Publishing):
         if not closed and not self._resubscribe:
             return
         if closed:
-            reason = getattr(channel, "_closing_reason", None)
-            error = f"{getattr(reason, 'reply_code', '?')} {getattr(reason, 'reply_text', reason)}"
             log.warning(
-                "the consumer channel was closed (%s) while the connection stayed up; "
+                "the consumer channel was closed (%s %s) while the connection stayed up; "
                 "opening a new one, declaring the topology again and consuming again "
                 "(the broker delivers its unsettled messages again)",
-                error,
+                *close_reason(channel),
             )
         self._resubscribe = False
         for declaration in self._declarations:
