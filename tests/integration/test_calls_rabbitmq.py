@@ -288,6 +288,45 @@ def test_sync_client_shared_by_eight_threads(engine: bool, setup: Setup) -> None
     assert results == {n: [n * 1000 + i for i in range(150)] for n in range(8)}
 
 
+def test_sync_client_shared_by_sixty_four_threads_mixing_call_and_call_async(
+    setup: Setup,
+) -> None:
+    """Requests handed between threads reach the broker, each answer its own caller."""
+    setup.start_calc(False)
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    with setup.client() as cli:
+
+        def worker(n: int) -> None:
+            try:
+                sums = []
+                for i in range(40):
+                    if i % 4 == 3:  # a few handles in flight, then their results
+                        pending = [
+                            cli.calc.add(x=n * 1000, y=i + k).call_async(timeout=20)
+                            for k in range(3)
+                        ]
+                        sums.append(pending[0].result().payload["sum"])
+                        assert [p.result().payload["sum"] for p in pending[1:]] == [
+                            n * 1000 + i + 1,
+                            n * 1000 + i + 2,
+                        ]
+                    else:
+                        sums.append(cli.calc.add(x=n * 1000, y=i).call(timeout=20).payload["sum"])
+                results[n] = sums
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert not errors
+    assert results == {n: [n * 1000 + i for i in range(40)] for n in range(64)}
+
+
 def test_call_async_handles_many_in_flight(setup: Setup) -> None:
     setup.start_calc(False)
     with setup.client() as cli:

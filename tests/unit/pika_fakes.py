@@ -176,6 +176,7 @@ class FakePikaConnection:
         self.channels: list[FakePikaChannel] = []
         self.process_calls: list[tuple[float, str]] = []
         self.threadsafe_callbacks: list[Any] = []
+        self._callbacks_due: deque[Any] = deque()
         self.close_calls = 0
         #: what the next basic_publish raises (the connection breaking under it)
         self.publish_error: Exception | None = None
@@ -193,9 +194,12 @@ class FakePikaConnection:
         self.process_calls.append((time_limit, threading.current_thread().name))
         if self.broker is not None:
             self.broker.turn(self, time_limit)
+        while self._callbacks_due:  # as pika: at the end of the turn, in this thread
+            self._callbacks_due.popleft()()
 
     def add_callback_threadsafe(self, callback: Any) -> None:
         self.threadsafe_callbacks.append(callback)
+        self._callbacks_due.append(callback)
 
     def call_later(self, delay: float, callback: Any) -> None:
         callback()

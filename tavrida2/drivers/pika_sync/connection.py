@@ -26,6 +26,7 @@ from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import SyncDriver
 from tavrida2.drivers.errors import from_channel_close
+from tavrida2.drivers.pika_sync.followers import Follower, Followers
 from tavrida2.drivers.shared import Declarations, connection_failed, describe, retry_policy
 
 log = logging.getLogger("tavrida2.drivers.pika_sync")
@@ -90,6 +91,10 @@ def closed_by_broker(channel: Any, what: str) -> exceptions.DriverError | None:
     return from_channel_close(*close_reason(channel), what)
 
 
+#: What ``_with_connection(..., queue=False)`` returns when the lock was busy.
+NOT_RUN = object()
+
+
 def nothing() -> None:
     """Wakes a thread blocked in ``process_data_events`` (a thread-safe callback)."""
 
@@ -108,11 +113,11 @@ class PikaConnection(SyncDriver):
         self._declarations = Declarations()
         self._stopping = threading.Event()
         self._closed = False
-        # Threads taking turns on the connection (see wait()): a counter of
-        # services done, and how many threads queue for the lock to publish.
+        # Threads taking turns on the connection (see wait()): how many queue
+        # for the lock to publish, and those waiting for the leader.
         self._turns = threading.Condition(threading.Lock())
-        self._serviced = 0
         self._queued = 0
+        self._followers = Followers()
 
     # -- cooperative hooks of the concerns -------------------------------------
 
@@ -246,11 +251,20 @@ class PikaConnection(SyncDriver):
 
     # -- taking turns on the connection ------------------------------------------
 
-    def _with_connection(self, action: Callable[[], Any]) -> Any:
-        """Run ``action`` under the lock, reconnecting once if the connection is gone."""
+    def _with_connection(self, action: Callable[[], Any], queue: bool = True) -> Any:
+        """Run ``action`` under the lock, reconnecting once if the connection is gone.
+
+        With ``queue=False`` it runs only if the lock is free at once, and
+        returns ``NOT_RUN`` otherwise.
+        """
         if self._closed:
             raise exceptions.ConnectionClosed(reason="the driver is closed")
-        queued = self._take_lock()
+        if queue:
+            queued = self._take_lock()
+        elif self._lock.acquire(blocking=False):
+            queued = False
+        else:
+            return NOT_RUN
         try:
             if not self._is_open():
                 self._reconnect_within(self.config.publish_timeout, "not connected")
@@ -260,11 +274,29 @@ class PikaConnection(SyncDriver):
                 self._reconnect_within(self.config.publish_timeout, exc)
                 return action()
         finally:
-            self._lock.release()
+            self._release()
             if queued:
                 with self._turns:
                     self._queued -= 1
                     self._turns.notify_all()
+            if self._followers:
+                self._followers.hand_over()
+
+    def _release(self) -> None:
+        """Release the lock; then do what other threads left while it was held."""
+        self._lock.release()
+        while self._left_behind() and self._lock.acquire(blocking=False):
+            try:
+                self._pick_up()
+            finally:
+                self._lock.release()
+
+    def _left_behind(self) -> bool:
+        """Whether work was left for the lock's holder (:meth:`_pick_up` does it)."""
+        return False
+
+    def _pick_up(self) -> None:
+        """Do the work other threads left for the lock's holder (lock held)."""
 
     def _take_lock(self) -> bool:
         """Take the connection's lock; wake a thread blocked servicing it. True if queued."""
@@ -282,31 +314,47 @@ class PikaConnection(SyncDriver):
     def wait(self, done: Callable[[], bool], timeout: float) -> None:
         """Service the connection until ``done()`` or ``timeout`` (see the base class).
 
-        Threads take turns: the one that gets the lock services the connection
-        (answers for every thread are dispatched by it); the others sleep until
-        a turn ended. A thread that needs the lock to publish wakes the one
-        servicing, which then steps aside.
+        Leader and followers: the thread that gets the lock services the
+        connection (answers for every thread are dispatched by it) and wakes
+        the followers whose ``done()`` became true; the others sleep, each on
+        a lock of its own, until woken or asked to take over. A thread that
+        needs the lock to publish wakes the leader, which then steps aside.
         """
         deadline = time.monotonic() + timeout
-        turns = self._turns
-        while not done():
+        follower: Follower | None = None
+        try:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not self._queued and self._lock.acquire(blocking=False):
+                    try:
+                        self._lead(done, deadline)
+                    finally:
+                        self._release()
+                        self._followers.hand_over()
+                    continue
+                if follower is None:
+                    follower = Follower(done)
+                    self._followers.join(follower)
+                    continue  # the leader may have left before we joined: try again
+                follower.sleep(min(remaining, 0.05))
+                self._followers.rearm(follower)
+        finally:
+            if follower is not None:
+                self._followers.leave(follower)
+
+    def _lead(self, done: Callable[[], bool], deadline: float) -> None:
+        """Service the connection until ``done()``, the deadline, or a publisher queues."""
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            seen = self._serviced
-            if not self._queued and self._lock.acquire(blocking=False):
-                try:
-                    if not done():
-                        self._service(remaining)
-                finally:
-                    self._lock.release()
-                    with turns:
-                        self._serviced += 1
-                        turns.notify_all()
-                continue
-            with turns:
-                if self._serviced == seen and not done():
-                    turns.wait(min(remaining, 0.05))
+            self._service(remaining)
+            if self._followers:
+                self._followers.wake_finished()
+            if self._queued or done():
+                return
 
     def _service(self, seconds: float) -> None:
         if self._closed:
@@ -324,6 +372,7 @@ class PikaConnection(SyncDriver):
 
 __all__ = [
     "CONNECTION_ERRORS",
+    "NOT_RUN",
     "PikaConnection",
     "close_reason",
     "closed_by_broker",

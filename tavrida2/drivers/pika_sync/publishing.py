@@ -174,9 +174,7 @@ class Publishing(PikaConnection):
         props = pika.BasicProperties(**properties(message, self._delivery_mode))
         body = message.body
         if message.reply_to == DIRECT_REPLY_TO:
-            self._with_connection(
-                lambda: self._publish_request(exchange, routing_key, body, props, mandatory)
-            )
+            self._send_request(exchange, routing_key, body, props, mandatory)
             return
         self._with_connection(
             lambda: self._reply_channel().basic_publish("", routing_key, body, props)
@@ -188,7 +186,7 @@ class Publishing(PikaConnection):
         channel = self._consume_channel
         return channel if channel is not None and channel.is_open else self._publish_channel
 
-    def _publish_request(
+    def _send_request(
         self, exchange: str, routing_key: str, body: Any, props: Any, mandatory: bool
     ) -> None:
         raise RuntimeError("a request for a waiting caller needs consume_replies() first")
