@@ -11,10 +11,12 @@ inline, other values go through the library's own per-value encoder, and
 anything the fast path does not know (a non-str key, a string too long for its
 field, a type it does not handle) falls back to the library's whole encoder,
 so that its output and its errors are the library's. No library global is
-patched; decoding stays the libraries' (see the tests' figures).
+patched. Decoding stays the libraries': the only hooks are their globals (pika's
+``spec.props``, pamqp's decoders), for about 4 µs per delivered message.
 
 Both are tested against the libraries' encoders (hypothesis, arbitrary header
-tables and properties) in ``tests/unit/test_wire.py``.
+tables and properties) in ``tests/unit/test_wire.py``; ``bench/wire_micro.py``
+measures them.
 """
 
 from __future__ import annotations
