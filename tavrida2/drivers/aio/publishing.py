@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-import aiormq
 import aiormq.exceptions as aex
 from pamqp.commands import Basic
 
@@ -22,9 +21,8 @@ from tavrida2.drivers.aio.compat import ChannelGone, within
 from tavrida2.drivers.aio.connection import CONNECTION_ERRORS, AioConnection, channel_error
 from tavrida2.drivers.base import DIRECT_REPLY_TO
 from tavrida2.drivers.shared import Declaration, declare_on, is_direct_reply, properties
+from tavrida2.drivers.wire import PamqpProperties
 from tavrida2.messages import AMQPMessage
-
-_Props = aiormq.spec.Basic.Properties
 
 
 class Publishing(AioConnection):
@@ -127,7 +125,7 @@ class Publishing(AioConnection):
         if self._publish is None or self._reconnecting is not None:
             await self._ensure_connected()
         body = message.body.encode("utf-8") if isinstance(message.body, str) else message.body
-        props = _Props(**properties(message, self._delivery_mode))
+        props = PamqpProperties(**properties(message, self._delivery_mode))
         channel = self._publish
         for_caller = message.reply_to == DIRECT_REPLY_TO
         if for_caller:

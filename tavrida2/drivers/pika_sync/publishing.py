@@ -22,6 +22,7 @@ from tavrida2.drivers.base import DIRECT_REPLY_TO, PendingPublish
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.pika_sync.connection import PikaConnection, closed_by_broker, nothing
 from tavrida2.drivers.shared import Declaration, declare_on, is_direct_reply, properties
+from tavrida2.drivers.wire import PikaProperties
 from tavrida2.messages import AMQPMessage
 
 
@@ -146,7 +147,7 @@ class Publishing(PikaConnection):
         if message.reply_to == DIRECT_REPLY_TO or is_direct_reply(exchange, routing_key):
             self._publish_unconfirmed(exchange, routing_key, message, mandatory)
             return PendingPublish(None, exchange, routing_key)
-        props = pika.BasicProperties(**properties(message, self._delivery_mode))
+        props = PikaProperties(**properties(message, self._delivery_mode))
         pending = PendingPublish(self, exchange, routing_key)
         message_id = message.headers.get("message_id")
 
@@ -171,7 +172,7 @@ class Publishing(PikaConnection):
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool
     ) -> None:
         """A request of a waiting caller (its answer confirms it), or an answer to one."""
-        props = pika.BasicProperties(**properties(message, self._delivery_mode))
+        props = PikaProperties(**properties(message, self._delivery_mode))
         body = message.body
         if message.reply_to == DIRECT_REPLY_TO:
             self._send_request(exchange, routing_key, body, props, mandatory)
