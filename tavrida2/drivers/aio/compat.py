@@ -3,8 +3,7 @@
 - pamqp <= 3.3.0 cannot encode header integers from -128 to -1;
 - aiormq leaves the socket of a lost connection open;
 - aiormq writes on a channel the broker already closed (see ``ChannelGate``);
-- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``);
-- ``asyncio.timeout`` is new in Python 3.11.
+- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``).
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -174,34 +171,6 @@ def watch_returns(channel: Any, on_return: Any) -> None:
     channel._get_frame = _get_frame
 
 
-if sys.version_info >= (3, 11):
-    within = asyncio.timeout
-else:  # pragma: no cover - Python 3.10
-
-    @contextlib.asynccontextmanager
-    async def within(seconds: float | None) -> AsyncIterator[None]:
-        """``asyncio.timeout`` for Python 3.10: cancel the task when time is up."""
-        task = asyncio.current_task()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if task is not None:
-                task.cancel()
-
-        timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
-        try:
-            yield
-        except asyncio.CancelledError:
-            if expired:
-                raise asyncio.TimeoutError from None
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-
 async def discard(connection: Any, timeout: float = 3.0) -> None:
     """Close a connection that is being thrown away: bounded, and its socket whatever happens.
 
@@ -210,7 +179,7 @@ async def discard(connection: Any, timeout: float = 3.0) -> None:
     """
     try:
         with contextlib.suppress(Exception):
-            async with within(timeout):
+            async with asyncio.timeout(timeout):
                 await connection.close()
     finally:
         tracked = getattr(connection, "tracked", None)

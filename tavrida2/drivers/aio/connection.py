@@ -21,7 +21,7 @@ from pamqp.exceptions import AMQPInternalError
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.aio.compat import Connection, discard, gate, within
+from tavrida2.drivers.aio.compat import Connection, discard, gate
 from tavrida2.drivers.base import AsyncDriver
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.shared import Declarations, connection_failed, retry_policy
@@ -181,7 +181,7 @@ class AioConnection(AsyncDriver):
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
         try:
             await asyncio.wait_for(asyncio.shield(self._reconnecting), self.config.publish_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise exceptions.ConnectionFailed(
                 target=self._target,
                 reason=f"not reachable within publish_timeout={self.config.publish_timeout} s",
@@ -197,9 +197,9 @@ class AioConnection(AsyncDriver):
         """
         timeout = self.config.publish_timeout
         try:
-            async with within(timeout):
+            async with asyncio.timeout(timeout):
                 return await action
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise exceptions.ConnectionFailed(
                 target=self._target, reason=f"the broker did not {what} within {timeout} s"
             ) from None
