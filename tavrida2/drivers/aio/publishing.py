@@ -210,8 +210,6 @@ class Publishing(AioConnection):
         socket; a return is reported by the channel's return watcher.
         """
         try:
-            # One timer for the whole publish: aiormq's own ``timeout`` runs three
-            # asyncio.wait_for per message, a third of a caller's CPU.
             async with asyncio.timeout(self.config.publish_timeout):
                 confirmation = await channel.basic_publish(
                     body,
