@@ -433,7 +433,7 @@ async def in_window(fn: Callable[[int], Awaitable[T]], n: int, window: int) -> l
 async def _aworkload(name: str, body: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     try:
         emit(name, await asyncio.wait_for(body(), LIMIT_S + DRAIN_S))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         emit(name, {"error": f"cut off after {LIMIT_S:.0f} s"})
     except Exception as e:  # report it and go on with the next workload
         emit(name, {"error": f"{type(e).__name__}: {e}"})

@@ -67,7 +67,7 @@ def _describe(method: Any, props: Any) -> DeadLetter:
         reason = f"rejected by the server (broker: {first.get('reason', '?')})"
     stamp = headers.get("x-tavrida2-dead-lettered-at")
     when = (
-        datetime.datetime.fromtimestamp(stamp / 1000, datetime.timezone.utc).strftime(
+        datetime.datetime.fromtimestamp(stamp / 1000, datetime.UTC).strftime(
             "%Y-%m-%d %H:%M:%S UTC"
         )
         if isinstance(stamp, int)

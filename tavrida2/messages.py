@@ -27,7 +27,7 @@ from tavrida2.entry_point import Destination, EntryPoint, Source
 from tavrida2.masking import mask_url_passwords
 
 
-class MessageType(str, Enum):
+class MessageType(str, Enum):  # noqa: UP042 - StrEnum would change its str()
     """The ``message_type`` header."""
 
     REQUEST = "request"

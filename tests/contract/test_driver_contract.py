@@ -247,7 +247,7 @@ def test_a_text_body_travels_as_utf8(env: Env) -> None:
 
 @pytest.mark.parametrize("value", [-1, -128, 127, 128, 255, -32768, 65535, -(2**31), 2**63 - 1])
 def test_integer_headers_travel_at_every_width(env: Env, value: int) -> None:
-    # pamqp <= 3.3.0 cannot encode -128..-1 (gmr/pamqp#45, fixed by #58)
+    # pamqp < 4 could not encode -128..-1 (gmr/pamqp#45, fixed by #58)
     async def body() -> None:
         pub = await env.driver()
         exchange, names = await exchange_with_queues(env, pub, {"q": ["k"]})

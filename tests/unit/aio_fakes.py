@@ -250,7 +250,7 @@ class FakeWrapper:
 
 
 class FakeAioPikaConnection:
-    """An aio-pika ``Connection`` (the driver's ``compat.Connection``), opened by the network."""
+    """An aio-pika ``Connection``, opened by the network."""
 
     def __init__(self, network: FakeNetwork, url: Any, **kwargs: Any) -> None:
         self.network = network
@@ -291,7 +291,7 @@ class FakeAioPikaConnection:
 
 
 class FakeNetwork:
-    """Stands in for ``compat.Connection``: each connection attempt makes a fake one.
+    """Stands in for aio-pika's ``Connection``: each connection attempt makes a fake one.
 
     ``failures`` are what the next attempts raise (``None`` for one that succeeds).
     """

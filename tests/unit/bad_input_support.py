@@ -59,7 +59,7 @@ class Target(service.ServiceController):
     @dispatcher.rpc_method(method="forward")
     def forward(self, request, proxy, service_name):
         """Calls ``<service_name>.sink`` with a payload that JSON cannot carry."""
-        when = datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone.utc)
+        when = datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC)
         proxy[service_name].sink(when=when, ok=1).call()
         return {"sent": True}
 

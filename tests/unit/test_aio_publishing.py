@@ -1,6 +1,6 @@
 """The async driver's connection, publishing and direct replies, without a broker.
 
-``compat.Connection`` is replaced by a fake network (``tests.unit.aio_fakes``):
+aio-pika's ``Connection`` is replaced by a fake network (``tests.unit.aio_fakes``):
 each connection attempt makes a fake aio-pika connection whose channels are
 fake aiormq channels, so ``connect()``, reconnecting and every publish path
 run for real down to the channel calls.
@@ -13,20 +13,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aio_pika
 import aiormq
 import aiormq.exceptions as aex
 import pytest
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
-from pamqp.exceptions import AMQPInternalError
 from pamqp.header import ContentHeader
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.aio import AioDriver
 from tavrida2.drivers.aio import connection as connection_module
-from tavrida2.drivers.aio.compat import Connection, TrackedTransport, discard
+from tavrida2.drivers.aio.compat import discard
 from tavrida2.drivers.aio.connection import channel_error
 from tavrida2.drivers.base import DIRECT_REPLY_TO, Disposition
 from tavrida2.messages import AMQPMessage
@@ -105,7 +103,6 @@ def test_connect_retries_then_reports_the_failure(
         with pytest.raises(exceptions.ConnectionFailed, match="refused"):
             await driver.connect()
         assert len(network.connections) == 3
-        assert all(c.close_calls == 1 for c in network.connections)  # each socket closed
 
     with caplog.at_level(logging.WARNING, "tavrida2.drivers"):
         scenario(monkeypatch, body, connection_attempts=3)
@@ -114,8 +111,8 @@ def test_connect_retries_then_reports_the_failure(
 
 def test_a_refused_virtual_host_is_not_retried(monkeypatch: pytest.MonkeyPatch):
     async def body(driver: AioDriver, network: FakeNetwork) -> None:
-        refused = aiormq.spec.Connection.Close(reply_code=530, reply_text="NOT_ALLOWED - vhost")
-        network.failures.append(AMQPInternalError("refused", refused))
+        # as compat.patch_aiormq_refused_open makes aiormq raise it
+        network.failures.append(aex.ConnectionClosed(530, "NOT_ALLOWED - vhost 'x' not found"))
         with pytest.raises(exceptions.ConnectionFailed, match="credentials or virtual host"):
             await driver.connect()
         assert len(network.connections) == 1
@@ -123,12 +120,10 @@ def test_a_refused_virtual_host_is_not_retried(monkeypatch: pytest.MonkeyPatch):
     scenario(monkeypatch, body, connection_attempts=3)
 
 
-def test_an_internal_error_that_is_no_refusal_is_raised_as_it_is(
-    monkeypatch: pytest.MonkeyPatch,
-):
+def test_a_protocol_error_is_raised_as_it_is(monkeypatch: pytest.MonkeyPatch):
     async def body(driver: AioDriver, network: FakeNetwork) -> None:
-        network.failures.append(AMQPInternalError("something else"))
-        with pytest.raises(AMQPInternalError):
+        network.failures.append(aex.InvalidFrameError("something else"))
+        with pytest.raises(aex.InvalidFrameError):
             await driver.connect()
 
     scenario(monkeypatch, body)
@@ -414,51 +409,53 @@ def test_the_fake_channel_refuses_frames_once_closed():
 # -- the workarounds of compat -----------------------------------------------------
 
 
-class FakeWriter:
-    def __init__(self) -> None:
-        self.closed = 0
+class HandshakeWire:
+    """The socket of aiormq's handshake: what was written, and the broker's next frame."""
 
-    def is_closing(self) -> bool:
-        return self.closed > 0
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.written: list[bytes] = []
 
-    def close(self) -> None:
-        self.closed += 1
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
 
+    async def drain(self) -> None:
+        pass
 
-def test_the_tracked_transport_closes_the_socket_it_opened():
-    writer = FakeWriter()
-
-    class Inner:
-        async def create(self, url: Any, **kwargs: Any) -> tuple[Any, Any]:
-            return object(), writer
-
-    tracked = TrackedTransport(Inner())
-    _, made = asyncio.run(tracked.create("amqp://localhost"))
-    assert made is writer and tracked.writer is writer
-    tracked.close()
-    tracked.close()  # once only
-    assert writer.closed == 1 and tracked.writer is None
+    async def get_frame(self) -> tuple[int, int, Any]:
+        return 0, 0, self.answer
 
 
-@pytest.mark.parametrize(("url", "factory"), [("amqp", "TCP"), ("amqps", "TLS")])
-def test_a_connection_makes_its_sockets_through_a_tracked_transport(url: str, factory: str):
-    async def make() -> Connection:
-        return Connection(aio_pika.connection.make_url(f"{url}://guest:guest@localhost/"))
+def test_a_refused_connection_open_keeps_the_brokers_reason():
+    refusal = spec.Connection.Close(reply_code=530, reply_text="NOT_ALLOWED - vhost 'x' not found")
+    wire = HandshakeWire(refusal)
+    with pytest.raises(aex.ConnectionClosed) as caught:
+        asyncio.run(aiormq.Connection._rpc(spec.Connection.Open(virtual_host="x"), wire, wire))
+    assert caught.value.args[:2] == (530, "NOT_ALLOWED - vhost 'x' not found")
+    assert wire.written  # the Open went out
 
-    connection = asyncio.run(make())
-    assert connection.kwargs["transport_factory"] is connection.tracked
-    assert type(connection.tracked._inner).__name__ == f"{factory}TransportFactory"
+
+def test_other_unexpected_handshake_frames_stay_protocol_errors():
+    wire = HandshakeWire(spec.Connection.Tune())
+    with pytest.raises(aex.InvalidFrameError):
+        asyncio.run(aiormq.Connection._rpc(spec.Connection.Open(), wire, wire))
+    assert asyncio.run(aiormq.Connection._rpc(spec.Connection.Open(), wire, wire, False)) is None
 
 
-def test_discard_closes_the_socket_even_when_closing_fails():
-    writer = FakeWriter()
-
+def test_discard_gives_up_on_a_close_that_fails_or_hangs():
     class Failing:
-        tracked = TrackedTransport(None)
-
         async def close(self) -> None:
             raise ConnectionResetError("reset")
 
-    Failing.tracked.writer = writer  # type: ignore[assignment]
-    asyncio.run(discard(Failing(), 0.1))
-    assert writer.closed == 1
+    class Hanging:
+        async def close(self) -> None:
+            await asyncio.Event().wait()
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await discard(Failing(), 0.1)
+        started = loop.time()
+        await discard(Hanging(), 0.1)
+        return loop.time() - started
+
+    assert asyncio.run(main()) < 1.0

@@ -1,93 +1,59 @@
 """Workarounds of the libraries under the async driver, each with its reason.
 
-- pamqp <= 3.3.0 cannot encode header integers from -128 to -1;
-- aiormq leaves the socket of a lost connection open;
+- aiormq loses the broker's refusal of Connection.Open (see ``patch_aiormq_refused_open``);
 - aiormq writes on a channel the broker already closed (see ``ChannelGate``);
-- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``);
-- ``asyncio.timeout`` is new in Python 3.11.
+- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
-import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import aiormq
-from pamqp import encode as pamqp_encode
+import aiormq.exceptions as aex
 
 
-def patch_pamqp_small_negative_integers() -> None:
-    """Let pamqp encode header integers from -128 to -1 (it raises ``struct.error``).
+class _KeptFrame:
+    """aiormq's frame receiver during the handshake, keeping the last frame read."""
 
-    pamqp <= 3.3.0 tags them ``b`` (signed 8-bit) but packs them unsigned
-    (gmr/pamqp#45, fixed upstream by #58; aiormq 6 pins pamqp 3.3.0). The
-    replacement packs exactly those values signed and leaves every other value,
-    and any pamqp that already encodes them, alone.
+    def __init__(self, receiver: Any) -> None:
+        self._receiver = receiver
+        self.last: Any = None
+
+    async def get_frame(self) -> Any:
+        received = await self._receiver.get_frame()
+        self.last = received[2]
+        return received
+
+
+def patch_aiormq_refused_open() -> None:
+    """Raise a refused Connection.Open as aiormq's ``ConnectionClosed(code, text)``.
+
+    aiormq 7 checks a handshake reply against the request's valid responses
+    before it looks for a Connection.Close, so the broker's refusal (530
+    NOT_ALLOWED: an unknown virtual host, one the user may not use, a
+    connection limit) becomes ``InvalidFrameError("Expected one of
+    ['Connection.OpenOk'], got <Connection.Close object at ...>")``: reply
+    code and text are lost (aiormq 6 kept the frame in the error).
     """
-    original = pamqp_encode.table_integer
-    try:
-        original(-1)
-    except struct.error:
-        pass
-    else:
-        return
-    signed_byte = struct.Struct(">b")
+    rpc = aiormq.Connection._rpc
 
-    def table_integer(value: int) -> bytes:
-        if -128 <= value < 0:
-            return b"b" + signed_byte.pack(value)
-        return original(value)
+    async def _rpc(request: Any, writer: Any, frame_receiver: Any, *args: Any, **kw: Any) -> Any:
+        kept: Any = _KeptFrame(frame_receiver)
+        try:
+            return await rpc(request, writer, kept, *args, **kw)
+        except aex.InvalidFrameError as exc:
+            close = kept.last
+            if isinstance(close, aiormq.spec.Connection.Close):
+                raise aex.ConnectionClosed(close.reply_code, close.reply_text) from exc
+            raise
 
-    pamqp_encode.table_integer = table_integer
+    aiormq.Connection._rpc = staticmethod(_rpc)  # type: ignore[method-assign]
 
 
-patch_pamqp_small_negative_integers()
-
-
-class TrackedTransport(aiormq.TransportFactory):
-    """aiormq's own transport factory, keeping the writer it made.
-
-    aiormq leaves the ``StreamWriter`` of a connection the broker closed (or
-    that was lost) unclosed (https://github.com/mosquito/aiormq/issues/231):
-    its socket lingers until garbage collection, which warns. The driver
-    closes it when it throws the connection away.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def create(
-        self, url: Any, **kwargs: Any
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await self._inner.create(url, **kwargs)
-        self.writer = writer
-        return reader, writer
-
-    def close(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None and not writer.is_closing():
-            writer.close()
-
-
-class Connection(aio_pika.Connection):
-    """An aio-pika connection whose transport the driver can close (see ``TrackedTransport``)."""
-
-    def __init__(self, url: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(url, *args, **kwargs)
-        secure = self.url.scheme == "amqps"
-        inner = (
-            aiormq.connection.TLSTransportFactory()
-            if secure
-            else aiormq.connection.TCPTransportFactory()
-        )
-        self.tracked = TrackedTransport(inner)
-        self.kwargs["transport_factory"] = self.tracked
+patch_aiormq_refused_open()
 
 
 class ChannelGone(Exception):
@@ -97,13 +63,17 @@ class ChannelGone(Exception):
 class ChannelGate:
     """The write queue of one aiormq channel, refusing frames once the broker closed it.
 
-    aiormq writes what tasks queued on a channel's lock (publishes, acks) even
-    after the broker's Channel.Close arrived; RabbitMQ answers a frame on a
-    closed channel by closing the whole connection (504 CHANNEL_ERROR). The
-    connection's reader unregisters a channel as soon as its Close arrives:
-    from then on the gate raises :class:`ChannelGone` instead of queueing
-    (the frame never reaches the broker, so the caller may try again on a new
-    channel). ``put_nowait`` is how aiormq answers Close-Ok: always let through.
+    aiormq writes a publish that got the channel's lock after the broker's
+    Channel.Close arrived: its lock checks ``is_closed``, which turns true only
+    once the channel's close task ran, a few turns of the loop after the
+    reader queued the Close-Ok (acks and RPCs check the reader's close event,
+    publishes do not). RabbitMQ answers a frame on a closed channel by closing
+    the whole connection (504 CHANNEL_ERROR). The connection's reader
+    unregisters a channel as soon as its Close arrives: from then on the gate
+    raises :class:`ChannelGone` instead of queueing (the frame never reaches
+    the broker, so the caller may try again on a new channel; aiormq gives the
+    publish's sequence number back). ``put_nowait`` is how aiormq answers
+    Close-Ok: always let through.
     """
 
     def __init__(self, channel: Any) -> None:
@@ -117,11 +87,6 @@ class ChannelGate:
 
     async def put(self, item: Any) -> None:
         if self._channels.get(self._number) is not self._channel:
-            # aiormq made a confirmation future for a publish that now never
-            # leaves; the channel's end fails it, and nobody would look at it
-            for confirmation in getattr(self._channel, "confirmations", {}).values():
-                if confirmation is not None:
-                    confirmation.add_done_callback(_retrieved)
             raise ChannelGone(f"channel {self._number} was closed by the broker")
         await self._queue.put(item)
 
@@ -130,11 +95,6 @@ class ChannelGate:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def gate(channel: Any) -> Any:
@@ -174,57 +134,22 @@ def watch_returns(channel: Any, on_return: Any) -> None:
     channel._get_frame = _get_frame
 
 
-if sys.version_info >= (3, 11):
-    within = asyncio.timeout
-else:  # pragma: no cover - Python 3.10
-
-    @contextlib.asynccontextmanager
-    async def within(seconds: float | None) -> AsyncIterator[None]:
-        """``asyncio.timeout`` for Python 3.10: cancel the task when time is up."""
-        task = asyncio.current_task()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if task is not None:
-                task.cancel()
-
-        timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
-        try:
-            yield
-        except asyncio.CancelledError:
-            if expired:
-                raise asyncio.TimeoutError from None
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-
 async def discard(connection: Any, timeout: float = 3.0) -> None:
-    """Close a connection that is being thrown away: bounded, and its socket whatever happens.
+    """Close a connection that is being thrown away, within ``timeout``.
 
     A graceful close waits for the broker's Close-Ok, which a dead or stalled
-    network never brings.
+    network never brings; aiormq closes the socket itself when its writer ends.
     """
-    try:
-        with contextlib.suppress(Exception):
-            async with within(timeout):
-                await connection.close()
-    finally:
-        tracked = getattr(connection, "tracked", None)
-        if tracked is not None:
-            tracked.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout):
+            await connection.close()
 
 
 __all__ = [
     "ChannelGate",
     "ChannelGone",
-    "Connection",
-    "TrackedTransport",
     "discard",
     "gate",
-    "patch_pamqp_small_negative_integers",
+    "patch_aiormq_refused_open",
     "watch_returns",
 ]

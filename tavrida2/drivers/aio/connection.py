@@ -14,14 +14,13 @@ import logging
 from typing import Any
 
 import aio_pika
-import aiormq
 import aiormq.exceptions as aex
 import tenacity
-from pamqp.exceptions import AMQPInternalError
+from aio_pika import Connection
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.aio.compat import Connection, discard, gate, within
+from tavrida2.drivers.aio.compat import discard, gate
 from tavrida2.drivers.base import AsyncDriver
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.shared import Declarations, connection_failed, retry_policy
@@ -103,20 +102,7 @@ class AioConnection(AsyncDriver):
     async def _open(self) -> None:
         await self._drop_connection()
         connection = Connection(aio_pika.connection.make_url(self._url), **self._connect_kwargs)
-        try:
-            await connection.connect(timeout=self.config.socket_timeout or None)
-        except BaseException as exc:
-            # a handshake cut short (the broker stopping, a refused vhost) leaves
-            # aiormq's socket open: close it here
-            await discard(connection)
-            if not isinstance(exc, AMQPInternalError):
-                raise
-            # aiormq reports a refused Connection.Open (e.g. an unknown virtual host,
-            # 530 NOT_ALLOWED) as an internal error carrying the broker's Close frame
-            close = next((a for a in exc.args if isinstance(a, aiormq.spec.Connection.Close)), None)
-            if close is None:
-                raise
-            raise aex.ConnectionClosed(close.reply_code, close.reply_text) from None
+        await connection.connect(timeout=self.config.socket_timeout or None)
         self._connection = connection
         try:
             await self._attach()
@@ -181,7 +167,7 @@ class AioConnection(AsyncDriver):
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
         try:
             await asyncio.wait_for(asyncio.shield(self._reconnecting), self.config.publish_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise exceptions.ConnectionFailed(
                 target=self._target,
                 reason=f"not reachable within publish_timeout={self.config.publish_timeout} s",
@@ -197,9 +183,9 @@ class AioConnection(AsyncDriver):
         """
         timeout = self.config.publish_timeout
         try:
-            async with within(timeout):
+            async with asyncio.timeout(timeout):
                 return await action
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise exceptions.ConnectionFailed(
                 target=self._target, reason=f"the broker did not {what} within {timeout} s"
             ) from None

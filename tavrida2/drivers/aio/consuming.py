@@ -26,7 +26,7 @@ import aiormq.exceptions as aex
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.aio.compat import ChannelGone, discard, within
+from tavrida2.drivers.aio.compat import ChannelGone, discard
 from tavrida2.drivers.aio.connection import CONNECTION_ERRORS, channel_error
 from tavrida2.drivers.aio.publishing import Publishing
 from tavrida2.drivers.base import AsyncDeliveryCallback, Disposition
@@ -210,7 +210,7 @@ class Consuming(Publishing):
             if len(settlements.unsettled) > len(settlements.finished):
                 await asyncio.sleep(0)  # let handlers finishing in this turn join
             # bounded: once the connection is stalled, aiormq's full write queue never drains
-            async with within(self.config.socket_timeout or 3.0):
+            async with asyncio.timeout(self.config.socket_timeout or 3.0):
                 while settlements.finished and settlements is self._settlements:
                     for frame in settlements.frames():
                         await send_frame(channel, *frame)
@@ -238,7 +238,7 @@ class Consuming(Publishing):
         self._settlements = None
         self._closed_because = reason
         try:
-            async with within(self.config.socket_timeout or 3.0):
+            async with asyncio.timeout(self.config.socket_timeout or 3.0):
                 await channel.close()
         except BaseException:
             # the channel cannot even be closed: the connection is stalled
@@ -262,7 +262,7 @@ class Consuming(Publishing):
             for tag in list(self._consumer_tags):
                 # bounded: on a connection that died unnoticed no CancelOk ever comes
                 with contextlib.suppress(Exception):
-                    async with within(self.config.socket_timeout or 3.0):
+                    async with asyncio.timeout(self.config.socket_timeout or 3.0):
                         await channel.basic_cancel(tag)
         if not self._in_flight:
             return

@@ -17,7 +17,7 @@ import aiormq.exceptions as aex
 from pamqp.commands import Basic
 
 from tavrida2 import exceptions
-from tavrida2.drivers.aio.compat import ChannelGone, within
+from tavrida2.drivers.aio.compat import ChannelGone
 from tavrida2.drivers.aio.connection import CONNECTION_ERRORS, AioConnection, channel_error
 from tavrida2.drivers.base import DIRECT_REPLY_TO
 from tavrida2.drivers.shared import Declaration, declare_on, is_direct_reply, properties
@@ -208,9 +208,7 @@ class Publishing(AioConnection):
         socket; a return is reported by the channel's return watcher.
         """
         try:
-            # One timer for the whole publish: aiormq's own ``timeout`` runs three
-            # asyncio.wait_for per message, a third of a caller's CPU.
-            async with within(self.config.publish_timeout):
+            async with asyncio.timeout(self.config.publish_timeout):
                 confirmation = await channel.basic_publish(
                     body,
                     exchange=exchange,
@@ -223,7 +221,7 @@ class Publishing(AioConnection):
             raise exceptions.UnroutableMessage(exchange=exchange, routing_key=routing_key) from None
         except aex.DeliveryError:
             raise exceptions.PublishNacked(exchange=exchange, routing_key=routing_key) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise exceptions.PublishTimeout(
                 exchange=exchange, timeout=self.config.publish_timeout
             ) from None

@@ -175,7 +175,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.rootpath / FIGURES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rows": book.rows_with_outcomes(),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
