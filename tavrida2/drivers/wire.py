@@ -44,10 +44,8 @@ def _field_name(cache: dict[str, tuple[bytes, bytes]], key: str, limit: int) -> 
     """``key`` as a table's field name (length octet, UTF-8), alone and followed by
     ``S`` (the type of a string value, most of them); empty where the library
     does something else (truncates a long name, or fails)."""
-    if len(key) > limit:
-        return _NO_NAME
     raw = key.encode()
-    if len(raw) > 255:
+    if len(raw) > limit:
         return _NO_NAME
     encoded = _pack_len8(len(raw)) + raw
     names = (encoded, encoded + b"S")
@@ -62,7 +60,7 @@ _NO_NAME = (b"", b"")
 # -- pamqp (aiormq) ---------------------------------------------------------
 
 _pamqp_keys: dict[str, tuple[bytes, bytes]] = {}
-# pamqp truncates a field name longer than 128 characters (with a warning)
+# pamqp truncates a field name of more than 128 bytes (with a warning)
 _PAMQP_KEY_LIMIT = 128
 
 

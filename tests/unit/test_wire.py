@@ -282,7 +282,7 @@ def test_header_values_of_every_kind_are_encoded_as_the_libraries_do():
     table = {
         "text": "x",
         "decimal": decimal.Decimal("1.25"),
-        "when": datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc),
+        "when": datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC),
         "nested": {"list": [1, "two", None, False], "deep": {"k": "v"}},
         "big": 2**40,
         "small": -5,
