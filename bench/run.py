@@ -14,6 +14,7 @@ bench/results/last.json and docs/benchmarks.md.  With --peers it then runs
     python bench/run.py --reps 3                          # medians of 3
     python bench/run.py --profile tavrida2-sync           # pyinstrument, bench/results/
     python bench/run.py --peers                           # and ../shared/peers-bench
+    python bench/run.py --render      # docs/benchmarks.md again from last.json + findings.md
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.environ.get("BENCH_RESULTS_DIR") or os.path.join(HERE, "results")
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
+# what the profiles showed and what stands in the way: written by hand, copied into DOCS
+FINDINGS = os.path.join(HERE, "findings.md")
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 NAME_PREFIX = "t2bench_"
 READY_S = 60.0
@@ -766,6 +769,8 @@ def document(md: str, info: dict[str, Any], engines: list[Engine]) -> str:
     m = info["machine"]
     v = m["versions"]
     engine_lines = "\n".join(f"- **{e.name}**: {described(e, info['runs'])}" for e in engines)
+    with open(FINDINGS) as f:
+        findings = f.read().strip().replace("{TIMES}", TIMES)
     warn = ""
     if info["disturbed"]:
         warn = (
@@ -836,33 +841,7 @@ Calls (the requests of a caller that waits for the answer, and the answers) are 
 transient, whatever the setting, since their caller gives up after its timeout anyway; so
 W1 and W2 do not depend on it, and the -transient rows run W3 only ("—" elsewhere).
 
-## What the profile showed, and what was taken out of the hot path
-
-`python bench/run.py --profile tavrida2-sync` (or `tavrida2-async`) runs an engine's server
-and client under pyinstrument; with `BENCH_PROFILER=cprofile` it writes flat cProfile tables
-instead (`bench/results/profile-*`). What they showed, and what changed:
-
-- **ids**: a `uuid4()` for every message, request and correlation id (three per call, about
-  2 µs each) became a random per-process prefix and a counter (0.4 µs).
-- **async engine**: each answer was published in a task of its own, gathered after the
-  handler; it is now awaited in the delivery's own task (the engine's own cost per delivery,
-  measured without the network, went from 28 to 15 µs).
-- **aio driver**: aiormq's `timeout=` on `basic_publish` runs three `asyncio.wait_for` per
-  message, a third of the async client's CPU; one timer per publish replaces them. Acks of
-  deliveries that finish in the same turn of the loop go out as one `multiple` ack, and acks
-  and direct answers no longer wait for the write to drain.
-- **pika driver**: pika writes the method, header and body frames of a message with three
-  `send` calls; tavrida2's connections write them with one. Runs of handled deliveries are
-  acknowledged with one `multiple` ack (at most 32, at most 50 ms late).
-- **sync casts**: `cast_async()` keeps up to 64 casts in flight on a channel whose
-  confirmations are collected, where `cast()` waits for each confirmation in turn.
-
-What is left is mostly below tavrida2: pika and pamqp encode and decode the header table of
-every message in Python (about 7 µs each way for the 7 Tavrida headers and the deadline),
-one `send` and part of a `recv` per message, and, on the async side, aiormq's task per
-delivery and the event loop's turns. tavrida2's own code (preprocessor, routing, handler
-call, answer, postprocessor) costs about 15 to 20 µs per message on each side, measured
-without the network.
+{findings}
 
 Engines:
 
@@ -897,6 +876,12 @@ def parse_args() -> argparse.Namespace:
         help="then run ../shared/peers-bench/run_all.py --peer-dir bench/peer (same --reps "
         "and --scale) and check tavrida2 against the best peer (skipped, with the reason, if "
         "peers-bench or its venvs are missing)",
+    )
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="write docs/benchmarks.md again from bench/results/last.json (a full run) and "
+        "bench/findings.md, without running anything",
     )
     ap.add_argument(
         "--no-docs",
@@ -944,8 +929,23 @@ def report(args: argparse.Namespace, info: dict[str, Any], engines: list[Engine]
     return 1 if errors else 0
 
 
+def render(args: argparse.Namespace) -> int:
+    """docs/benchmarks.md again from the last full run (bench/results/last.json) and the
+    current bench/findings.md, without running anything."""
+    with open(os.path.join(RESULTS, "last.json")) as f:
+        info: dict[str, Any] = json.load(f)
+    names = set(info["summary"])
+    engines = [e for e in ENGINES if e.name in names]
+    if len(engines) != len(ENGINES):
+        sys.exit("--render: bench/results/last.json is not of a run of every engine")
+    args.reps, args.scale = info["reps"], info["scale"]
+    return report(args, info, engines)
+
+
 def main() -> int:
     args = parse_args()
+    if args.render:
+        return render(args)
     selected = args.only or args.profile
     engines = [e for e in ENGINES if not selected or e.name in selected]
     if not broker_answers():

@@ -77,11 +77,16 @@ class AioConnection(AsyncDriver):
 
     async def _channel(self, role: str, confirms: bool) -> Any:
         """A new aiormq channel for ``role``, replacing the one it had."""
-        wrapper = await self._connection.channel(
-            publisher_confirms=confirms, on_return_raises=confirms
-        )
-        self._wrappers[role] = wrapper
-        return gate(await wrapper.get_underlay_channel())
+        try:
+            wrapper = await self._connection.channel(
+                publisher_confirms=confirms, on_return_raises=confirms
+            )
+            self._wrappers[role] = wrapper
+            return gate(await wrapper.get_underlay_channel())
+        except aex.ChannelInvalidStateError:
+            raise
+        except RuntimeError as exc:  # aiormq 7: "<Connection ...> closed"
+            raise ConnectionError(f"cannot open a channel: {exc}") from None
 
     # -- connecting --------------------------------------------------------------
 

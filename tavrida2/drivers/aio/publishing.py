@@ -176,7 +176,12 @@ class Publishing(AioConnection):
             if isinstance(error, exceptions.ExchangeNotFound):
                 # deleted since it was declared or checked: checked again next time
                 self._exchanges.discard(error.kwargs.get("exchange", exchange))
-            await self._reopen_after(channel, str(error or exc))
+            try:
+                await self._reopen_after(channel, str(error or exc))
+            except CONNECTION_ERRORS as lost:  # the connection went with the channel
+                raise exceptions.ConnectionClosed(
+                    reason=f"the connection to {self._target} was lost ({lost})"
+                ) from None
             if error is not None and not _closed_by_another(error, exchange):
                 raise error from None
             if loop.time() >= deadline:
