@@ -33,8 +33,8 @@ rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if instal
 docs: $(STAMP)  ## the Sphinx docs in docs/_build/html; a warning fails the build
 	$(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
-bench: $(STAMP) rabbitmq  ## tavrida2 vs raw pika / aio-pika / aiormq, one run (docs/benchmarks.md)
-	$(BIN)/python bench/run.py
+bench: $(STAMP) rabbitmq  ## tavrida2 vs raw pika / aio-pika / aiormq and the peers, one run (docs/benchmarks.md)
+	$(BIN)/python bench/run.py --peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
