@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -33,6 +32,7 @@ from tests.integration.conftest import (
     queue_info,
     wait_until,
 )
+from tests.threads import in_threads
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 
@@ -266,25 +266,15 @@ def test_a_thousand_concurrent_async_calls_all_answered(engine: bool, setup: Set
 def test_sync_client_shared_by_eight_threads(engine: bool, setup: Setup) -> None:
     setup.start_calc(engine)
     results: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
 
     with setup.client() as cli:
 
         def worker(n: int) -> None:
-            try:
-                results[n] = [
-                    cli.calc.add(x=n * 1000, y=i).call(timeout=20).payload["sum"]
-                    for i in range(150)
-                ]
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+            results[n] = [
+                cli.calc.add(x=n * 1000, y=i).call(timeout=20).payload["sum"] for i in range(150)
+            ]
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    assert not errors
+        assert in_threads(worker, 8, 60) == []
     assert results == {n: [n * 1000 + i for i in range(150)] for n in range(8)}
 
 
@@ -294,36 +284,26 @@ def test_sync_client_shared_by_sixty_four_threads_mixing_call_and_call_async(
     """Requests handed between threads reach the broker, each answer its own caller."""
     setup.start_calc(False)
     results: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
 
     with setup.client() as cli:
 
         def worker(n: int) -> None:
-            try:
-                sums = []
-                for i in range(40):
-                    if i % 4 == 3:  # a few handles in flight, then their results
-                        pending = [
-                            cli.calc.add(x=n * 1000, y=i + k).call_async(timeout=20)
-                            for k in range(3)
-                        ]
-                        sums.append(pending[0].result().payload["sum"])
-                        assert [p.result().payload["sum"] for p in pending[1:]] == [
-                            n * 1000 + i + 1,
-                            n * 1000 + i + 2,
-                        ]
-                    else:
-                        sums.append(cli.calc.add(x=n * 1000, y=i).call(timeout=20).payload["sum"])
-                results[n] = sums
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+            sums = []
+            for i in range(40):
+                if i % 4 == 3:  # a few handles in flight, then their results
+                    pending = [
+                        cli.calc.add(x=n * 1000, y=i + k).call_async(timeout=20) for k in range(3)
+                    ]
+                    sums.append(pending[0].result().payload["sum"])
+                    assert [p.result().payload["sum"] for p in pending[1:]] == [
+                        n * 1000 + i + 1,
+                        n * 1000 + i + 2,
+                    ]
+                else:
+                    sums.append(cli.calc.add(x=n * 1000, y=i).call(timeout=20).payload["sum"])
+            results[n] = sums
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(64)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    assert not errors
+        assert in_threads(worker, 64, 120) == []
     assert results == {n: [n * 1000 + i for i in range(40)] for n in range(64)}
 
 

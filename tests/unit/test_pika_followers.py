@@ -11,6 +11,7 @@ import pytest
 from tavrida2.drivers.base import DIRECT_REPLY_TO
 from tavrida2.drivers.pika_sync.followers import Follower, Followers
 from tavrida2.messages import AMQPMessage
+from tests.threads import in_threads
 from tests.unit.pika_fakes import make_driver
 
 
@@ -152,25 +153,14 @@ def test_sixteen_threads_share_one_driver_and_each_gets_its_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     driver, answers = consuming(monkeypatch)
-    errors: list[BaseException] = []
 
     def calls(n: int) -> None:
-        try:
-            for i in range(20):
-                correlation_id = f"c-{n}-{i}"
-                driver.publish("ex", "rk", request(correlation_id))
-                driver.wait(
-                    lambda cid=correlation_id: any(a.correlation_id == cid for a in answers), 5
-                )
-                assert any(a.correlation_id == correlation_id for a in answers)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(20):
+            correlation_id = f"c-{n}-{i}"
+            driver.publish("ex", "rk", request(correlation_id))
+            driver.wait(lambda cid=correlation_id: any(a.correlation_id == cid for a in answers), 5)
+            assert any(a.correlation_id == correlation_id for a in answers)
 
-    threads = [threading.Thread(target=calls, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors
+    assert in_threads(calls, 16, 30) == []
     assert len(answers) == 16 * 20
     driver.close()
