@@ -89,6 +89,7 @@ class SupervisorLink:
                 pass  # the supervisor sends nothing; data would be ignored
         except OSError:
             pass
+        self._sock.close()
         log.warning("worker %s: the supervisor is gone; stopping", self.name)
         server.stop()
 
