@@ -1,4 +1,4 @@
-"""A supervisor of fake workers, for the tests: ``supervisor_proc.py MODE COUNT FILE [STOP_TIMEOUT]``.
+"""A supervisor of fake workers for the tests: ``supervisor_proc.py MODE COUNT FILE [STOP]``.
 
 Runs COUNT workers of ``fake_worker.py MODE FILE`` with a quick backoff (0.1 s doubling
 to 1 s, 3 failures to start in a row), a kill margin of 0.3 s, and exits with the

@@ -12,8 +12,7 @@ import pytest
 
 from tavrida2 import cli
 from tavrida2.workers import launch
-from tavrida2.workers.link import LINK_VARIABLE, NAME_VARIABLE, READY, SLOT_VARIABLE
-from tavrida2.workers.link import SupervisorLink
+from tavrida2.workers.link import LINK_VARIABLE, NAME_VARIABLE, READY, SLOT_VARIABLE, SupervisorLink
 from tavrida2.workers.state import (
     EXIT_OK,
     EXIT_START_FAILED,
@@ -40,9 +39,7 @@ def test_backoff_doubles_from_half_a_second_up_to_its_cap() -> None:
     assert backoff.delay(10_000) == 30
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"first": 0}, {"first": 5, "cap": 1}, {"factor": 0.5}], ids=str
-)
+@pytest.mark.parametrize("kwargs", [{"first": 0}, {"first": 5, "cap": 1}, {"factor": 0.5}], ids=str)
 def test_a_backoff_that_would_not_back_off_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="expected 0 < first <= cap and factor >= 1"):
         Backoff(**kwargs)
