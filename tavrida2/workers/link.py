@@ -50,13 +50,13 @@ class SupervisorLink:
     ) -> SupervisorLink | None:
         """The link this process was started with, or None (not a supervised worker).
 
-        The variables are taken out of ``environ`` (``os.environ`` by default)
-        so that a process the worker starts does not believe itself supervised.
+        ``TAVRIDA2_SUPERVISOR_FD`` is taken out of ``environ`` (``os.environ`` by
+        default) so that a process the worker starts does not believe itself
+        supervised; the worker's name and slot stay, for the application to read.
         """
         env = os.environ if environ is None else environ
         raw = env.pop(LINK_VARIABLE, None)
-        name = env.pop(NAME_VARIABLE, None) or f"pid {os.getpid()}"
-        env.pop(SLOT_VARIABLE, None)
+        name = env.get(NAME_VARIABLE) or f"pid {os.getpid()}"
         if raw is None:
             return None
         try:
