@@ -129,11 +129,11 @@ class Worker:
 
     def stopping(self, now: float, grace: float) -> bool:
         """The group stops: True if it has a process to send SIGTERM to."""
-        if self.state in (WorkerState.STARTING, WorkerState.RUNNING):
+        if self.state in (WorkerState.STARTING, WorkerState.RUNNING) and self.pid is not None:
             self.state = WorkerState.STOPPING
             self.kill_at = now + grace
             return True
-        if self.state is WorkerState.RESTARTING:
+        if self.state is not WorkerState.STOPPED:  # restarting, or never spawned
             self.state = WorkerState.STOPPED
             self.restart_at = None
             self.pid = None

@@ -117,7 +117,8 @@ class Supervisor:
             )
             now = time.monotonic()
             for entry in self._all:
-                self._spawn(entry, now)
+                if not self._stopping:  # a worker that cannot be spawned at all gives up
+                    self._spawn(entry, now)
             while not self._finished():
                 self._wait(self._timeout(time.monotonic()))
                 self._step(time.monotonic())
@@ -171,7 +172,8 @@ class Supervisor:
         else:
             for entry in self._all:
                 at = entry.worker.restart_at
-                if entry.worker.state is WorkerState.RESTARTING and at is not None and at <= now:
+                due = entry.worker.state is WorkerState.RESTARTING and at is not None and at <= now
+                if due and not self._stopping:
                     entry.worker.restarting()
                     self._spawn(entry, now)
             self._announce_all_running()

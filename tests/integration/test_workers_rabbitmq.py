@@ -9,6 +9,7 @@ to one file per worker pid.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,53 @@ def test_sigterm_to_the_supervisor_drains_every_worker(
     assert info is not None
     assert (info["consumers"], info["messages_ready"], info["messages_unacknowledged"]) == (0, 0, 0)
     assert workers.log.count("ended: exit code 0)") == 3
+
+
+@pytest.mark.parametrize("engine", ["sync", "async"])
+def test_the_bench_server_with_worker_processes(tmp_path: Path, names: Names, engine: str) -> None:
+    """bench/t2_engines.py with T2_WORKERS=2: ready once both consume; W3 counts both."""
+    prefix = f"t2it-bench-{names.tag}"
+    names.queues.append(prefix)
+    names.exchanges.append(prefix + "_exchange")
+    ready = tmp_path / "ready"
+    env = dict(
+        os.environ,
+        T2_ENGINE=engine,
+        T2_WORKERS="2",
+        BENCH_PREFIX=prefix,
+        BENCH_SCALE="0.02",
+        BENCH_READY_FILE=str(ready),
+        PYTHONPATH=str(ROOT),
+    )
+    script = str(ROOT / "bench" / "t2_engines.py")
+    server_log = tmp_path / "server.log"
+    with open(server_log, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, script, "server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: ready.exists() or server.poll() is not None, "the bench server ready")
+        assert server.poll() is None, server_log.read_text()
+        assert int(ready.read_text()) == server.pid  # the supervisor says ready...
+        assert consumers(prefix) == 2  # ...once both workers consume
+        env["BENCH_SERVER_PID"] = str(server.pid)
+        done = subprocess.run(
+            [sys.executable, script, "client"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        results = [
+            json.loads(line.removeprefix("RESULT "))
+            for line in done.stdout.splitlines()
+            if line.startswith("RESULT ")
+        ]
+        assert [r["workload"] for r in results] == ["w1", "w2", "w3"]
+        assert all("error" not in r for r in results), results
+        assert all(r["cpu_s"]["server"] > 0 for r in results), results  # the workers' CPU
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server_log.read_text()

@@ -163,9 +163,15 @@ def test_a_command_that_does_not_exist_is_a_failure_to_start(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     missing = str(tmp_path / "no-such-command")
-    policy = RestartPolicy(Backoff(0.01, 2.0, 0.1), start_failures=2)
-    assert Supervisor([WorkerSpec("x#1", [missing], 1.0)], policy).run() == EXIT_START_FAILED
+    out = tmp_path / "workers.txt"
+    specs = [
+        WorkerSpec("x#1", [missing], 1.0),
+        WorkerSpec("y#1", [sys.executable, FAKE, "ready", str(out)], 1.0),
+    ]
+    policy = RestartPolicy(Backoff(0.01, 2.0, 0.1), start_failures=1)
+    assert Supervisor(specs, policy).run() == EXIT_START_FAILED
     assert f"cannot start {missing}" in caplog.text
+    assert not out.exists(), "the group gave up before the second worker was spawned"
 
 
 def test_workers_stop_themselves_when_the_supervisor_is_killed(
