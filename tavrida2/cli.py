@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or ("INFO" if args.handler is _run else "WARNING")
     worker = os.environ.get(WORKER_VARIABLE)
-    where = f" [{worker} pid %(process)d]" if worker else ""
+    where = f" [{worker.replace('%', '%%')} pid %(process)d]" if worker else ""
     logging.basicConfig(
         level=getattr(logging, level),
         format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s",
