@@ -12,26 +12,41 @@ server and client ``ConnectionConfig(persistent=False)`` (the ``-transient`` row
 The sync client as users also write it: T2_W2=threads runs W2 as 64 threads sharing the one
 ``RPCClient``, each calling ``call()`` (the tavrida2-sync-threads row); T2_W3=loop runs W3
 as a loop of ``cast()``, each confirmed in turn (the tavrida2-sync-cast-loop row).
+T2_WORKERS=N (N > 1) serves with N worker processes on the one queue under the supervisor
+of ``tavrida2 run --workers`` (tavrida2.workers): ready once all N consume; ``stats()``
+(W3) counts the notes of all N (a shared file, one slot per worker); the server's CPU is
+that of the supervisor and its workers.
 
-    T2_ENGINE=sync|async [T2_PERSISTENT=0] [T2_W2=threads] [T2_W3=loop] \
+    T2_ENGINE=sync|async [T2_PERSISTENT=0] [T2_W2=threads] [T2_W3=loop] [T2_WORKERS=N] \
         python bench/t2_engines.py server|client
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
+import struct
+import sys
+import tempfile
 import threading
+import time
 from typing import Any
 
 import common
 
 from tavrida2 import config, discovery, dispatcher, server, service
+from tavrida2.engine import DEFAULT_STOP_TIMEOUT
+from tavrida2.workers import Supervisor, SupervisorLink, WorkerSpec
+from tavrida2.workers.link import LINK_VARIABLE, SLOT_VARIABLE
 
 ASYNC = os.environ.get("T2_ENGINE", "sync") == "async"
 PERSISTENT = os.environ.get("T2_PERSISTENT", "1") != "0"
 W2_THREADS = os.environ.get("T2_W2") == "threads"
 W3_LOOP = os.environ.get("T2_W3") == "loop"
+WORKERS = int(os.environ.get("T2_WORKERS", "1"))
+COUNTER_FILE = "T2_COUNTER_FILE"  # the workers' shared counts of notes
+_SLOT = struct.Struct("<qd")  # count, time of the last note
 QUEUE = common.prefix()
 EXCHANGE = common.prefix() + "_exchange"
 
@@ -44,6 +59,33 @@ def _setup() -> tuple[config.ConnectionConfig, discovery.LocalDiscovery]:
         common.amqp_url(), async_engine=ASYNC, prefetch_count=common.WINDOW, **extra
     )
     return conf, disc
+
+
+class SharedCounter(common.Counter):
+    """A worker's count of notes in its slot of a file all workers map; stats() sums them."""
+
+    __slots__ = ("_map", "_offset")
+
+    def __init__(self, path: str, slot: int) -> None:
+        with open(path, "r+b") as f:
+            self._map = mmap.mmap(f.fileno(), 0)
+        self._offset = slot * _SLOT.size
+        super().__init__()
+        self.count, self.last = _SLOT.unpack_from(self._map, self._offset)  # a restarted worker
+
+    def hit(self) -> None:
+        self.count += 1
+        self.last = time.time()
+        _SLOT.pack_into(self._map, self._offset, self.count, self.last)
+
+    def stats(self) -> dict[str, Any]:
+        slots = [_SLOT.unpack_from(self._map, at) for at in range(0, len(self._map), _SLOT.size)]
+        return {"count": sum(c for c, _ in slots), "last": max(t for _, t in slots)}
+
+
+def _counter() -> common.Counter:
+    path = os.environ.get(COUNTER_FILE)
+    return SharedCounter(path, int(os.environ[SLOT_VARIABLE])) if path else common.Counter()
 
 
 def _controller(counter: common.Counter) -> type[service.ServiceController]:
@@ -83,17 +125,47 @@ def _controller(counter: common.Counter) -> type[service.ServiceController]:
 
 
 def serve() -> None:
+    if WORKERS > 1 and LINK_VARIABLE not in os.environ:
+        supervise()
+        return
     conf, disc = _setup()
-    controller = _controller(common.Counter())
+    controller = _controller(_counter())
     controller.set_discovery(disc)
     srv = server.Server(conf, queue_name=QUEUE, exchange_name=EXCHANGE, service_list=[controller])
+    link = SupervisorLink.from_environment()
+    if link is not None:
+        link.attach(srv)  # the supervisor says ready once all workers consume
+    else:
 
-    def announce() -> None:
-        if srv.started.wait(120):
-            common.ready()
+        def announce() -> None:
+            if srv.started.wait(120):
+                common.ready()
 
-    threading.Thread(target=announce, daemon=True).start()
+        threading.Thread(target=announce, daemon=True).start()
     srv.run()  # until SIGTERM
+
+
+def supervise() -> None:
+    """T2_WORKERS processes of ``serve()`` under tavrida2's supervisor, until SIGTERM."""
+    fd, path = tempfile.mkstemp(prefix="t2bench-counts-")
+    try:
+        os.write(fd, bytes(_SLOT.size * WORKERS))
+        os.close(fd)
+        specs = [
+            WorkerSpec(
+                f"t2bench#{slot + 1}",
+                [sys.executable, os.path.abspath(__file__), "server"],
+                stop_timeout=DEFAULT_STOP_TIMEOUT,
+                env={COUNTER_FILE: path, "BENCH_READY_FILE": ""},
+                slot=slot,
+            )
+            for slot in range(WORKERS)
+        ]
+        code = Supervisor(specs, on_ready=common.ready).run()
+    finally:
+        os.unlink(path)
+    if code:
+        sys.exit(code)
 
 
 class SyncClient:

@@ -3,6 +3,7 @@
 ::
 
     tavrida2 run CONFIG                      serve the services of an INI config file
+    tavrida2 run CONFIG... --workers N       N supervised processes per config
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
     tavrida2 ds check FILE                   check a .ds file, list services and exchanges
@@ -14,7 +15,9 @@
 
 Exit codes: 0 done; 1 the call failed (a remote error, no answer in time, the
 broker unreachable: the reason on stderr); 2 a user error (a bad file, a bad
-argument), one paragraph on stderr and no traceback.
+argument), one paragraph on stderr and no traceback. A supervisor of workers
+also exits 3 (a worker could not start) or 4 (a worker had to be killed while
+stopping): see :mod:`tavrida2.workers.state`.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from tavrida2.discovery.local import LocalDiscovery
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+WORKER_VARIABLE = "TAVRIDA2_WORKER"  # set by a supervisor (tavrida2.workers.link)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _EPILOG = """\
 examples:
   tavrida2 run samples/deploy/hello.ini
+  tavrida2 run samples/deploy/hello.ini samples/deploy/world.ini --workers 3
   tavrida2 call test_hello.hello param=123 --ds samples/deploy/services.ds
   tavrida2 cast test_hello.hello param='"text"' --exchange hello_exchange
   tavrida2 ds check samples/deploy/services.ds
@@ -82,7 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
-    run.add_argument("config", metavar="CONFIG", help="the server's INI config file")
+    run.add_argument("config", metavar="CONFIG", nargs="+", help="a server's INI config file")
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="processes per config, competing on its queue, under a supervisor that "
+        "restarts them (default 1: one config is served in this process)",
+    )
     run.set_defaults(handler=_run)
 
     for name, handler in (("call", _call), ("cast", _cast)):
@@ -173,11 +186,36 @@ def _doc(func: Any) -> str:
     return inspect.cleandoc(func.__doc__ or "")
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Serve the services of CONFIG until SIGINT or SIGTERM."""
-    from tavrida2.server import CLIServer
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a whole number of processes"
+        ) from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count}: expected 1 or more worker processes per config")
+    return count
 
-    srv = CLIServer(args.config)
+
+def _run(args: argparse.Namespace) -> int:
+    """Serve the services of CONFIG until SIGINT or SIGTERM.
+
+    With several configs or --workers N, a supervisor runs N processes per config,
+    restarts one that exits (with a growing delay), and on SIGINT/SIGTERM stops
+    them all; exit code 3 if a worker could not start 5 times in a row, 4 if one
+    had to be killed while stopping. SIGUSR1 prints the state of every worker.
+    """
+    from tavrida2.server import CLIServer
+    from tavrida2.workers import launch
+    from tavrida2.workers.link import SupervisorLink
+
+    if len(args.config) > 1 or args.workers > 1:
+        return launch.run(args.config, args.workers, args.log_level)
+    link = SupervisorLink.from_environment()
+    srv = CLIServer(args.config[0])
+    if link is not None:
+        link.attach(srv)
     print(
         f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
         f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}); Ctrl-C stops",
@@ -415,8 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tavrida2`` command."""
     args = build_parser().parse_args(argv)
     level = args.log_level or ("INFO" if args.handler is _run else "WARNING")
+    worker = os.environ.get(WORKER_VARIABLE)
+    where = f" [{worker.replace('%', '%%')} pid %(process)d]" if worker else ""
     logging.basicConfig(
-        level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=getattr(logging, level),
+        format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s",
     )
     if level != "DEBUG":
         # tavrida2 says what went wrong with the connection in its own words; the
