@@ -55,6 +55,8 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 # rows whose W3 waits for each confirm in turn (about 1,300 casts/s) run this fraction of
 # W3's casts, to keep `make bench` within about 6 minutes
 TAV_LOOP_W3 = 0.25
+# the server as several worker processes (docs/scaling.md); one worker is the plain row
+WORKER_COUNTS = (2, 4)
 
 
 @dataclass
@@ -190,6 +192,20 @@ ENGINES = [
         "`cast()` in flight; only W3 is run, as above.",
         {"T2_ENGINE": "async", "T2_PERSISTENT": "0"},
         ("w3",),
+    ),
+    *(
+        Engine(
+            f"tavrida2-{kind}-workers{n}",
+            "t2_engines.py",
+            f"tavrida2-{kind} with its server run as `tavrida2 run --workers {n}`: {n} "
+            "worker processes, each with its own connection, competing on the one queue "
+            "(server CPU is the supervisor's and the workers'). Only W2 and W3 are run, "
+            f"for docs/scaling.md (1 worker: tavrida2-{kind}).",
+            {"T2_ENGINE": kind, "T2_WORKERS": str(n)},
+            ("w2", "w3"),
+        )
+        for kind in ("sync", "async")
+        for n in WORKER_COUNTS
     ),
 ]
 BY_NAME = {e.name: e for e in ENGINES}
@@ -613,11 +629,39 @@ def cpu_tables(summary: dict[str, Any], engines: list[Engine]) -> list[str]:
     return per_msg + pct
 
 
+def workers_table(summary: dict[str, Any]) -> list[str]:
+    """W2 and W3 with the server as 1, 2 and 4 worker processes (docs/scaling.md)."""
+    lines = [
+        "Servers of several worker processes (`tavrida2 run --workers N`), the same client; "
+        "in brackets, against one worker:",
+        "",
+        "| engine | workers | W2 calls/s | W3 msgs/s | server CPU W2 / W3, % of one core |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for kind in ("sync", "async"):
+        one = summary.get(f"tavrida2-{kind}") or {}
+        for n in (1, *WORKER_COUNTS):
+            row = summary.get(f"tavrida2-{kind}" + (f"-workers{n}" if n > 1 else "")) or {}
+            cells = []
+            for key in ("w2", "w3"):
+                rate, base = row.get(key), one.get(key)
+                ratio = f" ({rate / base:.2f}{TIMES})" if rate and base and n > 1 else ""
+                cells.append(f"{fmt(rate)}{ratio}")
+            cpu = [(row.get(f"{w}_cpu") or {}).get("server") for w in ("w2", "w3")]
+            lines.append(
+                f"| tavrida2-{kind} | {n} | {cells[0]} | {cells[1]} | "
+                f"{fmt(cpu[0])} / {fmt(cpu[1])} |"
+            )
+    return [*lines, ""]
+
+
 def tables(summary: dict[str, Any], engines: list[Engine], reps: int) -> str:
+    workers = any(e.name.rsplit("-", 1)[-1].startswith("workers") for e in engines)
     return "\n".join(
         rates_table(summary, engines, reps)
         + ratios_table(summary)
         + targets_tables(summary)
+        + (workers_table(summary) if workers else [])
         + cpu_tables(summary, engines)
     )
 
