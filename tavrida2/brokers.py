@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from tavrida2 import exceptions
 
@@ -44,6 +45,8 @@ def parse_host(entry: str | tuple[str, int], default_port: int) -> tuple[str, in
     if not isinstance(entry, str):
         raise _bad(entry, 'expected "host", "host:port" or (host, port)')
     text = entry.strip()
+    if "/" in text or "@" in text:
+        raise _bad(entry, 'expected "host" or "host:port" (a URL goes to from_url)')
     bracketed = _BRACKETED.match(text)
     if bracketed:
         host, port_text = bracketed.groups()
@@ -53,8 +56,8 @@ def parse_host(entry: str | tuple[str, int], default_port: int) -> tuple[str, in
         if not host:
             raise _bad(entry, "expected a host name before the port")
         return host, _port(entry, port_text)
-    if not text or "/" in text or "@" in text:
-        raise _bad(entry, 'expected "host" or "host:port" (a URL goes to from_url)')
+    if not text:
+        raise _bad(entry, "expected a host name")
     return text, default_port  # a host name, or an IPv6 address without a port
 
 
@@ -86,10 +89,10 @@ def split_urls(url: str | Sequence[str]) -> list[str]:
 def same_but_address(first: ConnectionConfig, other: ConnectionConfig, url: str) -> tuple[str, int]:
     """The address of ``other``, which must agree with ``first`` on everything else.
 
-    A URL of the list may leave out the credentials and virtual host (they
-    are the first URL's); given, they must be the same.
+    A URL of the list may leave out the credentials, the virtual host and
+    the query parameters (they are the first URL's); given, they must be the same.
     """
-    from tavrida2.config import _mask_url
+    from tavrida2.config import _URL_PARAMS, _mask_url
 
     if other.driver != first.driver or other.ssl != first.ssl or first.driver != "amqp":
         raise exceptions.ConfigError(
@@ -100,12 +103,8 @@ def same_but_address(first: ConnectionConfig, other: ConnectionConfig, url: str)
         for name in ("credentials", "virtual_host")
         if getattr(other, name) != getattr(first, name) and not _left_out(url, name)
     ]
-    differs += [
-        name
-        for name, value in other.to_dict().items()
-        if name not in ("host", "port", "hosts", "credentials", "virtual_host")
-        and value != getattr(first, name)
-    ]
+    given = {_URL_PARAMS[key][0] for key, _ in parse_qsl(urlsplit(url).query)}
+    differs += sorted(name for name in given if getattr(other, name) != getattr(first, name))
     if differs:
         raise exceptions.ConfigError(
             reason=f"{_mask_url(url)}: the URLs of a list may differ only in host and port, "
