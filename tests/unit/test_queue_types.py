@@ -361,3 +361,14 @@ def test_bad_queue_keys_in_a_file_name_the_key(tmp_path: Path, keys: str, compla
         configfile.load(path, {})
     assert complaint in str(raised.value)
     assert str(path) in str(raised.value)
+
+
+def test_the_topology_command_shows_the_quorum_queue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tavrida2 import cli
+
+    assert cli.main(["topology", str(config_with(tmp_path, "queue_type = quorum"))]) == 0
+    out = capsys.readouterr().out
+    assert "'x-queue-type': 'quorum'" in out and "'x-delivery-limit': 20" in out
+    assert ".retry" not in out
