@@ -125,8 +125,9 @@ def proxies() -> Iterator[list[TcpProxy]]:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_lost_node_fails_over_to_the_next(
-    engine: bool, svc: Service, proxies: list[TcpProxy]
+    engine: bool, proxies: list[TcpProxy], svc: Service
 ) -> None:
+    # (proxies before svc: the server stops before its last "node" goes)
     hosts = [f"127.0.0.1:{proxy.port}" for proxy in proxies]
     srv = svc.start(engine, hosts, heartbeat_interval=2)
     driver: Any = srv.driver
