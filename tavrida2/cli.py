@@ -386,6 +386,7 @@ def _topology(args: argparse.Namespace) -> int:
         loaded.exchange_name,
         loaded.controllers,
         dead_letters=loaded.dead_letters or False,
+        queue_type=loaded.queue_type,
     )
     topology = srv.topology()
     print("exchanges:")

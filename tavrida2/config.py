@@ -4,15 +4,18 @@ The parameters of Tavrida 1.0 are kept (most are pika's), plus a few of
 tavrida2: ``driver`` (``"amqp"`` for RabbitMQ, ``"memory"`` for the in-process
 broker), ``prefetch_count`` and ``publish_timeout``. ``ConnectionConfig.from_url``
 reads ``amqp://user:pass@host:port/vhost?heartbeat=30`` or ``memory://name``.
+Several broker addresses (the nodes of a cluster) are ``hosts=["a", "b:5673"]``,
+or a list of URLs (:mod:`tavrida2.brokers`).
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from tavrida2 import exceptions
+from tavrida2 import brokers, exceptions
 
 #: Deliveries an async-engine server holds (and handles at once) by default.
 DEFAULT_PREFETCH = 64
@@ -105,6 +108,7 @@ _URL_PARAMS: dict[str, tuple[str, Any]] = {
     "locale": ("locale", str),
     "connection_name": ("connection_name", str),
     "persistent": ("persistent", "bool"),
+    "shuffle_hosts": ("shuffle_hosts", "bool"),
 }
 
 
@@ -121,6 +125,8 @@ class ConnectionConfig:
                                        reconnect_attempts=3, async_engine=True)
         conf = config.ConnectionConfig.from_url("amqp://guest:guest@localhost:5672/%2F")
         conf = config.ConnectionConfig.from_url("memory://")   # in-process broker
+        conf = config.ConnectionConfig(hosts=["rabbit1", "rabbit2:5673"])  # a cluster
+        conf = config.ConnectionConfig.from_url("amqp://u:p@rabbit1/vh,amqp://u:p@rabbit2/vh")
     """
 
     def __init__(
@@ -148,11 +154,23 @@ class ConnectionConfig:
         memory_broker: str = "default",
         connection_name: str | None = None,
         persistent: bool = True,
+        hosts: Sequence[str | tuple[str, int]] | str | None = None,
+        shuffle_hosts: bool = True,
     ) -> None:
         self.host = host
         self.credentials = credentials if credentials is not None else Credentials("guest", "guest")
         self.ssl = bool(ssl)
         self.port = port if port is not None else (5671 if self.ssl else 5672)
+        #: Every broker address, ``(host, port)``: ``hosts`` (entries without a
+        #: port take ``port``), else ``host`` and ``port``; ``host`` and ``port``
+        #: are the first. A driver connects to the first that answers.
+        self.hosts: list[tuple[str, int]] = [(self.host, self.port)]
+        if hosts is not None:
+            self.hosts = brokers.parse_hosts(hosts, self.port)
+            self.host, self.port = self.hosts[0]
+        #: With several hosts, each driver tries them in an order of its own
+        #: (spreading clients over a cluster's nodes); False: in the given order.
+        self.shuffle_hosts = bool(shuffle_hosts)
         self.virtual_host = virtual_host
         self.channel_max = channel_max
         self.frame_max = frame_max
@@ -224,8 +242,21 @@ class ConnectionConfig:
             fail("heartbeat_interval", f"a number of seconds from 0 to {_AMQP_SHORT_MAX}")
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> ConnectionConfig:
-        """Config from ``amqp[s]://user:pass@host:port/vhost?param=value`` or ``memory://name``."""
+    def from_url(cls, url: str | Sequence[str], **overrides: Any) -> ConnectionConfig:
+        """Config from ``amqp[s]://user:pass@host:port/vhost?param=value`` or ``memory://name``.
+
+        Several brokers: a list of such URLs, or one string of them separated
+        by commas; they must agree on everything but host and port.
+        """
+        urls = brokers.split_urls(url)
+        if len(urls) > 1:
+            first = cls.from_url(urls[0])
+            hosts = [first.hosts[0]]
+            for other in urls[1:]:
+                hosts.append(brokers.same_but_address(first, cls.from_url(other), other))
+            overrides.setdefault("hosts", hosts)
+            return cls.from_url(urls[0], **overrides)
+        url = urls[0]
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -267,11 +298,15 @@ class ConnectionConfig:
         """The config as a URL; the password is masked unless asked otherwise."""
         if self.driver == "memory":
             return f"memory://{self.memory_broker}"
+        return ",".join(self.address_url(address, mask_password) for address in self.hosts)
+
+    def address_url(self, address: tuple[str, int], mask_password: bool = True) -> str:
+        """The URL of one broker address; the password is masked unless asked otherwise."""
         password = "***" if mask_password else quote(self.credentials.password, safe="")
         scheme = "amqps" if self.ssl else "amqp"
         return (
             f"{scheme}://{quote(self.credentials.username, safe='')}:{password}@"
-            f"{self.host}:{self.port}/{quote(self.virtual_host, safe='')}"
+            f"{brokers.netloc(address)}/{quote(self.virtual_host, safe='')}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,21 +345,30 @@ class ConnectionConfig:
         context.server_name = options.get("server_hostname") or self.host
         return context
 
-    def to_pika_params(self) -> Any:
+    def _tls_for(self, host: str) -> _ServerNameContext:
+        """The TLS context for the broker at ``host`` (its name, unless ``server_hostname``)."""
+        context = self._ssl_context()
+        if not (self.ssl_options or {}).get("server_hostname"):
+            context.server_name = host
+        return context
+
+    def to_pika_params(self, address: tuple[str, int] | None = None) -> Any:
         """``pika.ConnectionParameters`` for this config (the sync engine).
 
-        pika honours every connection setting; a value it refuses (say
-        ``channel_max=0``) raises ``ConfigError``.
+        ``address``: one of :attr:`hosts` (default: the first). pika honours
+        every connection setting; a value it refuses (say ``channel_max=0``)
+        raises ``ConfigError``.
         """
         import pika
 
+        host, port = address or self.hosts[0]
         ssl_options = None
         if self.ssl:
-            context = self._ssl_context()
+            context = self._tls_for(host)
             ssl_options = pika.SSLOptions(context, context.server_name)
         params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
+            "host": host,
+            "port": port,
             "virtual_host": self.virtual_host,
             "credentials": pika.PlainCredentials(
                 self.credentials.username, self.credentials.password
@@ -350,9 +394,10 @@ class ConnectionConfig:
                 reason=f"the sync engine (pika) refuses the connection settings: {exc}"
             ) from None
 
-    def to_aio_params(self) -> tuple[str, dict[str, Any]]:
+    def to_aio_params(self, address: tuple[str, int] | None = None) -> tuple[str, dict[str, Any]]:
         """The URL and keyword arguments of ``aio_pika.Connection`` (the async engine).
 
+        ``address``: one of :attr:`hosts` (default: the first).
         The URL carries the address, credentials and virtual host, the
         connection name (aiormq's ``name``) and ``heartbeat``; with ``ssl`` its
         scheme is ``amqps`` and the keyword arguments hold ``ssl_context``, the
@@ -383,10 +428,11 @@ class ConnectionConfig:
                     f"the async engine: aiormq takes {_AMQP_SHORT_MAX} s for no heartbeats"
                 )
             query["heartbeat"] = str(heartbeat)
+        address = address or self.hosts[0]
         kwargs: dict[str, Any] = {}
         if self.ssl:
-            kwargs["ssl_context"] = self._ssl_context()
-        return f"{self.to_url(mask_password=False)}?{urlencode(query)}", kwargs
+            kwargs["ssl_context"] = self._tls_for(address[0])
+        return f"{self.address_url(address, mask_password=False)}?{urlencode(query)}", kwargs
 
     def __repr__(self) -> str:
         return f"ConnectionConfig({self.to_url()!r}, async_engine={self.async_engine})"

@@ -12,6 +12,8 @@
     ; dead letters (all optional): hello_queue.dlx / hello_queue.dlq by default
     max_attempts = 3
     retry_delay = 1.0
+    ; classic (default) or quorum (replicated; docs/scaling.md)
+    queue_type = quorum
     ; seconds a stopping server waits for the handlers in progress
     stop_timeout = 30
     ; seconds between announcements on tavrida2.heartbeat (announce = false: none)
@@ -19,6 +21,7 @@
 
     [connection]
     host = localhost
+    ; or several brokers: hosts = rabbit1, rabbit2:5673
     port = 5672
     username = guest
     password = guest
@@ -57,6 +60,7 @@ from tavrida2.deadletter import DeadLetterPolicy
 from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT
+from tavrida2.queuetypes import CLASSIC, DEFAULT_DELIVERY_LIMIT, QUEUE_TYPES, QUORUM
 from tavrida2.service import ServiceController
 
 #: Environment variable whose URL overrides the broker address of ``[connection]``.
@@ -95,6 +99,8 @@ SCHEMA: dict[str, Any] = {
                 "stop_timeout": {"type": "number", "exclusiveMinimum": 0},
                 "announce": {"type": "boolean"},
                 "announce_period": {"type": "number", "exclusiveMinimum": 0},
+                "queue_type": {"enum": list(QUEUE_TYPES)},
+                "delivery_limit": {"type": "integer", "minimum": 1},
             },
             "required": ["queue_name", "exchange_name", "services"],
             "additionalProperties": False,
@@ -118,6 +124,13 @@ SCHEMA: dict[str, Any] = {
                 "publish_timeout": {"type": "number", "exclusiveMinimum": 0},
                 "persistent": {"type": "boolean"},
                 "connection_name": _NAME,
+                "hosts": {
+                    "type": ["array", "string"],
+                    "items": _NAME,
+                    "minItems": 1,
+                    "minLength": 1,
+                },
+                "shuffle_hosts": {"type": "boolean"},
             },
             "additionalProperties": False,
         },
@@ -183,6 +196,8 @@ class ServerConfig:
     announce_period: float | Literal["default"] | None = "default"
     #: The ``[trace]`` settings (:func:`tavrida2.tracing.make_tracer`), None without one.
     trace: dict[str, Any] | None = None
+    #: ``"classic"`` or ``"quorum"`` (:mod:`tavrida2.queuetypes`).
+    queue_type: str = CLASSIC
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -278,6 +293,8 @@ def _expected(error: jsonschema.ValidationError) -> str:
     }
     if error.validator in ("minimum", "maximum", "minLength", "minItems", "pattern"):
         return error.message
+    if error.validator == "enum":
+        return " or ".join(map(repr, schema.get("enum", ())))
     if isinstance(kind, str):
         return words.get(kind, kind)
     return error.message
@@ -370,6 +387,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         float(server.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
         _announce_period(server),
         dict(sections["trace"]) if "trace" in sections else None,
+        server.get("queue_type", CLASSIC),
     )
 
 
@@ -385,14 +403,18 @@ def dead_letter_policy(path: str, server: Mapping[str, Any]) -> DeadLetterPolicy
     if not server.get("dead_letters", True):
         return None
     try:
-        return DeadLetterPolicy.for_queue(
+        policy = DeadLetterPolicy.for_queue(
             server["queue_name"],
             exchange=server.get("dead_letter_exchange"),
             queue=server.get("dead_letter_queue"),
             max_attempts=server.get("max_attempts", 3),
             retry_delay=server.get("retry_delay", 1.0),
             retry_delay_max=server.get("retry_delay_max", 60.0),
+            delivery_limit=server.get("delivery_limit", DEFAULT_DELIVERY_LIMIT),
         )
+        if server.get("queue_type") == QUORUM:
+            policy.check_quorum()
+        return policy
     except exceptions.ConfigError as exc:
         raise _error(path, "section [server]", str(exc._kwargs.get("reason", exc))) from None
 
@@ -414,7 +436,7 @@ def connection_config(
             from_url = ConnectionConfig.from_url(url)
         except exceptions.TavridaError as exc:
             raise exceptions.ConfigError(reason=f"{URL_VARIABLE}: {exc}") from None
-        for name in ("host", "port", "credentials", "virtual_host", "ssl", "driver"):
+        for name in ("host", "port", "hosts", "credentials", "virtual_host", "ssl", "driver"):
             kwargs[name] = getattr(from_url, name)
         kwargs["memory_broker"] = from_url.memory_broker
     try:

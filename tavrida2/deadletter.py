@@ -22,6 +22,12 @@ original acknowledged; if the copy cannot be published, the original is
 rejected and the broker dead-letters it itself. Calls are not retried: their
 caller gets an Error. Neither are broadcasts (a retry would reach one instance):
 a failing one is dead-lettered at once.
+
+On a quorum queue (:mod:`tavrida2.queuetypes`) a failing cast goes back to
+``Q`` instead of ``Q.retry`` (which is not declared): RabbitMQ delivers it again
+at once and counts the deliveries (``x-delivery-count``, the attempt); the
+queue's ``x-delivery-limit`` (``delivery_limit``) lets RabbitMQ dead-letter to
+``Q.dlx`` what was returned more often than that.
 """
 
 from __future__ import annotations
@@ -33,7 +39,15 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.drivers.topology import BindingSpec, ExchangeSpec, QueueSpec
 from tavrida2.masking import mask_url_passwords
-from tavrida2.messages import ATTEMPT_HEADER, BROADCAST_HEADER, AMQPMessage, attempt_in, fqcn
+from tavrida2.messages import (
+    ATTEMPT_HEADER,
+    BROADCAST_HEADER,
+    DELIVERY_COUNT_HEADER,
+    AMQPMessage,
+    attempt_in,
+    fqcn,
+)
+from tavrida2.queuetypes import CLASSIC, DEFAULT_DELIVERY_LIMIT, QUORUM
 
 _REASON_LIMIT = 500
 
@@ -43,7 +57,8 @@ class DeadLetterPolicy:
     """Where a server's dead letters go, and how often a failing cast is tried.
 
     ``DeadLetterPolicy.for_queue("hello_queue")`` derives the names;
-    ``max_attempts=1`` dead-letters a failing cast at once.
+    ``max_attempts=1`` dead-letters a failing cast at once. ``delivery_limit``
+    is the ``x-delivery-limit`` of a quorum queue (unused on a classic one).
     """
 
     exchange: str
@@ -52,6 +67,7 @@ class DeadLetterPolicy:
     max_attempts: int = 3
     retry_delay: float = 1.0
     retry_delay_max: float = 60.0
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
 
     @classmethod
     def for_queue(
@@ -62,11 +78,11 @@ class DeadLetterPolicy:
         max_attempts: int = 3,
         retry_delay: float = 1.0,
         retry_delay_max: float = 60.0,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     ) -> DeadLetterPolicy:
-        if not isinstance(max_attempts, int) or max_attempts < 1:
-            raise exceptions.ConfigError(
-                reason=f"max_attempts={max_attempts!r}: expected 1 or more"
-            )
+        for name, count in (("max_attempts", max_attempts), ("delivery_limit", delivery_limit)):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise exceptions.ConfigError(reason=f"{name}={count!r}: expected 1 or more")
         for name, value in (("retry_delay", retry_delay), ("retry_delay_max", retry_delay_max)):
             if not isinstance(value, int | float) or value < 0:
                 raise exceptions.ConfigError(
@@ -79,21 +95,58 @@ class DeadLetterPolicy:
             max_attempts,
             float(retry_delay),
             float(retry_delay_max),
+            delivery_limit,
         )
 
-    def queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        """The arguments of the server queue: rejected messages go to the dead-letter exchange."""
-        return {"x-dead-letter-exchange": self.exchange, "x-dead-letter-routing-key": queue_name}
+    def check_quorum(self) -> None:
+        """Refuse a ``delivery_limit`` that would end a quorum queue's deliveries too early."""
+        if self.delivery_limit + 1 < self.max_attempts:
+            raise exceptions.ConfigError(
+                reason=f"delivery_limit={self.delivery_limit}: RabbitMQ delivers a message of "
+                f"a quorum queue at most delivery_limit + 1 times, fewer than "
+                f"max_attempts={self.max_attempts}; expected delivery_limit >= "
+                f"{self.max_attempts - 1}"
+            )
 
-    def declarations(self, queue_name: str) -> list[ExchangeSpec | QueueSpec | BindingSpec]:
-        """The dead-letter exchange and queue and the retry queue of ``queue_name``."""
-        back_to_queue = (("x-dead-letter-exchange", ""), ("x-dead-letter-routing-key", queue_name))
-        return [
+    def queue_arguments(self, queue_name: str, queue_type: str = CLASSIC) -> dict[str, Any]:
+        """The arguments of the server queue: rejected messages go to the dead-letter exchange.
+
+        A quorum queue also dead-letters what was returned more than
+        ``delivery_limit`` times, and keeps it until the dead-letter queue has it.
+        """
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": self.exchange,
+            "x-dead-letter-routing-key": queue_name,
+        }
+        if queue_type == QUORUM:
+            arguments.update(
+                {
+                    "x-delivery-limit": self.delivery_limit,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",  # what at-least-once needs
+                }
+            )
+        return arguments
+
+    def declarations(
+        self, queue_name: str, queue_type: str = CLASSIC
+    ) -> list[ExchangeSpec | QueueSpec | BindingSpec]:
+        """The dead-letter exchange and queue, and (classic) the retry queue, of ``queue_name``."""
+        declared: list[ExchangeSpec | QueueSpec | BindingSpec] = [
             ExchangeSpec(self.exchange, "direct"),
             QueueSpec(self.queue),
             BindingSpec(self.queue, self.exchange, queue_name),
-            QueueSpec(self.retry_queue, arguments=back_to_queue),
         ]
+        if queue_type != QUORUM:
+            back = (("x-dead-letter-exchange", ""), ("x-dead-letter-routing-key", queue_name))
+            declared.append(QueueSpec(self.retry_queue, arguments=back))
+        return declared
+
+    def last_attempt(self, queue_type: str = CLASSIC) -> int:
+        """The attempt after which a failing cast is dead-lettered."""
+        if queue_type == QUORUM:
+            return min(self.max_attempts, self.delivery_limit + 1)
+        return self.max_attempts
 
     def delay_ms(self, attempt: int) -> int:
         """Milliseconds before the attempt after ``attempt`` (1, 2, ...)."""
@@ -106,12 +159,18 @@ class DeadLetters:
 
     The engines publish what :meth:`after_failure` and :meth:`unhandleable`
     return, each with their own driver, and acknowledge the original once it
-    is confirmed.
+    is confirmed; on a quorum queue, :meth:`after_failure` returns None for a
+    cast to give back to the queue (requeue), which the broker delivers again.
     """
 
-    def __init__(self, policy: DeadLetterPolicy, queue_name: str) -> None:
+    def __init__(
+        self, policy: DeadLetterPolicy, queue_name: str, queue_type: str = CLASSIC
+    ) -> None:
         self.policy = policy
         self.queue_name = queue_name
+        self.queue_type = queue_type
+        #: The attempt after which a failing cast is dead-lettered.
+        self.last_attempt = policy.last_attempt(queue_type)
 
     def unhandleable(
         self, message: AMQPMessage, error: BaseException
@@ -121,18 +180,19 @@ class DeadLetters:
 
     def after_failure(
         self, message: AMQPMessage, error: BaseException
-    ) -> tuple[str, str, AMQPMessage, bool]:
+    ) -> tuple[str, str, AMQPMessage, bool] | None:
         """``(exchange, routing_key, copy, retried)`` for a cast whose handler failed.
 
         A failure that can never succeed (a caller's mistake: bad parameters,
-        a payload that fails its schema) is dead-lettered at once.
+        a payload that fails its schema) is dead-lettered at once. None: on a
+        quorum queue, give the delivery back to the queue for its next attempt.
         """
         cause = error.__cause__ if isinstance(error, exceptions.HandlerFailed) else error
         attempt = attempt_in(message.headers)
         # a retry would go through the server queue, to one instance only
         broadcast = BROADCAST_HEADER in message.headers
         hopeless = isinstance(cause, exceptions.AckableException) or broadcast
-        if hopeless or attempt >= self.policy.max_attempts:
+        if hopeless or attempt >= self.last_attempt:
             reason = (
                 f"handler failed ({cause})"
                 if hopeless
@@ -141,6 +201,8 @@ class DeadLetters:
             if broadcast:
                 reason = f"broadcast handler failed (broadcasts are not retried): {cause}"
             return (*self._dead_letter(message, reason, cause or error), False)
+        if self.queue_type == QUORUM:
+            return None
         headers = self._origin_headers(message)
         headers[ATTEMPT_HEADER] = attempt + 1
         retry = AMQPMessage(message.body, headers, expiration=str(self.policy.delay_ms(attempt)))
@@ -166,8 +228,15 @@ class DeadLetters:
 
     @staticmethod
     def _origin_headers(message: AMQPMessage) -> dict[str, Any]:
-        """The headers, with where the message was first published (kept across retries)."""
+        """The headers, with where the message was first published (kept across retries).
+
+        The broker's delivery count of a quorum queue becomes tavrida2's attempt
+        header: a copy is a new message, which the broker counts afresh.
+        """
         headers = dict(message.headers) if isinstance(message.headers, dict) else {}
+        if DELIVERY_COUNT_HEADER in headers:
+            headers[ATTEMPT_HEADER] = attempt_in(headers)
+            del headers[DELIVERY_COUNT_HEADER]
         headers.setdefault("x-tavrida2-exchange", message.exchange)
         headers.setdefault("x-tavrida2-routing-key", message.routing_key)
         return headers

@@ -16,11 +16,17 @@ from typing import Any
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.errors import from_channel_close
-from tavrida2.messages import ATTEMPT_HEADER, DEAD_LETTER_HEADERS, attempt_in
+from tavrida2.messages import (
+    ATTEMPT_HEADER,
+    DEAD_LETTER_HEADERS,
+    DELIVERY_COUNT_HEADER,
+    attempt_in,
+)
 
 _DROPPED = frozenset(
     (
         ATTEMPT_HEADER,
+        DELIVERY_COUNT_HEADER,
         *DEAD_LETTER_HEADERS,
         "x-death",
         "x-first-death-exchange",
@@ -64,7 +70,13 @@ def _describe(method: Any, props: Any) -> DeadLetter:
     if reason is None:
         deaths = headers.get("x-death")
         first = deaths[0] if isinstance(deaths, list) and deaths else {}
-        reason = f"rejected by the server (broker: {first.get('reason', '?')})"
+        broker = first.get("reason", "?")
+        reason = (
+            "returned to its quorum queue more often than its x-delivery-limit "
+            "(broker: delivery_limit)"
+            if broker == "delivery_limit"
+            else f"rejected by the server (broker: {broker})"
+        )
     stamp = headers.get("x-tavrida2-dead-lettered-at")
     when = (
         datetime.datetime.fromtimestamp(stamp / 1000, datetime.UTC).strftime(
@@ -93,7 +105,8 @@ def _connect(config: ConnectionConfig) -> Any:
     if config.driver != "amqp":
         raise exceptions.ConfigError(reason="dlq commands need a RabbitMQ (amqp://) connection")
     try:
-        return pika.BlockingConnection(config.to_pika_params())
+        # pika tries the addresses in turn
+        return pika.BlockingConnection([config.to_pika_params(a) for a in config.hosts])
     except pika.exceptions.AMQPError as exc:
         raise exceptions.ConnectionFailed(
             target=config.to_url(), reason=str(exc) or type(exc).__name__

@@ -11,7 +11,8 @@ delivery is never acknowledged as handled.
 Dispositions: handled (even if the answer is an Error) -> ACK; a message that
 can never be handled is dead-lettered, a cast/notification whose handler
 failed retried, then dead-lettered (:mod:`tavrida2.deadletter`: the copy is
-published and confirmed, then the original ACKed); without dead letters, or
+published and confirmed, then the original ACKed; on a quorum queue a retry
+is a REQUEUE, which RabbitMQ counts); without dead letters, or
 if the copy cannot be published -> REJECT (the broker dead-letters it where
 the queue has a dead-letter exchange). Every failure is logged with its reason
 and what became of the message.
@@ -113,10 +114,12 @@ class SyncEngine:
             return Disposition.ACK
         return self._resend(_after_failure(self._dead_letters, amqp_message, failure))
 
-    def _resend(self, resend: Resend | None) -> Disposition:
+    def _resend(self, resend: Resend | Disposition | None) -> Disposition:
         """Publish the dead letter or retry instead of the delivery: ACK once confirmed."""
         if resend is None:
             return Disposition.REJECT
+        if isinstance(resend, Disposition):
+            return resend
         assert self._publish is not None
         exchange, routing_key, copy, what = resend
         try:
@@ -141,16 +144,27 @@ def _dead_letter(
 
 def _after_failure(
     dead_letters: DeadLetters | None, amqp_message: AMQPMessage, failure: Exception
-) -> Resend | None:
-    """Log a failed cast or notification; its retry or dead letter (None: reject it)."""
+) -> Resend | Disposition | None:
+    """Log a failed cast or notification; its retry or dead letter (None: reject it).
+
+    ``Disposition.REQUEUE``: back to its quorum queue, which counts the attempt.
+    """
     if dead_letters is None:
         _log_failure(failure, "message rejected")
         return None
-    exchange, routing_key, copy, retried = dead_letters.after_failure(amqp_message, failure)
+    outcome = dead_letters.after_failure(amqp_message, failure)
+    if outcome is None:
+        _log_failure(
+            failure,
+            f"returned to the quorum queue (attempt {attempt_in(amqp_message.headers) + 1} "
+            f"of {dead_letters.last_attempt})",
+        )
+        return Disposition.REQUEUE
+    exchange, routing_key, copy, retried = outcome
     if retried:
         fate = (
             f"retried in {int(copy.expiration or 0) / 1000:g} s (attempt "
-            f"{attempt_in(copy.headers)} of {dead_letters.policy.max_attempts})"
+            f"{attempt_in(copy.headers)} of {dead_letters.last_attempt})"
         )
     else:
         fate = f"message rejected: dead-lettered to {dead_letters.policy.queue}"
@@ -264,10 +278,12 @@ class AsyncEngine:
             return Disposition.ACK
         return await self._resend(_after_failure(self._dead_letters, amqp_message, failure))
 
-    async def _resend(self, resend: Resend | None) -> Disposition:
+    async def _resend(self, resend: Resend | Disposition | None) -> Disposition:
         """As :meth:`SyncEngine._resend`, through the async driver."""
         if resend is None:
             return Disposition.REJECT
+        if isinstance(resend, Disposition):
+            return resend
         assert self._driver is not None
         exchange, routing_key, copy, what = resend
         try:

@@ -24,6 +24,8 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         └── DriverError (1050)                    transport problems
             ├── ConnectionFailed (1051), ConnectionClosed (1052), PublishTimeout (1055)
             ├── ExchangeNotFound (1053), QueueNotFound (1056)
+            ├── PreconditionFailed (1057)       declared otherwise than it exists
+            │   └── QueueTypeMismatch           a server queue's type or arguments changed
             ├── UnroutableMessage (1042)          mandatory publish returned by the broker
             └── PublishNacked (1054)
     RemoteError (1000)                            an Error answer, raised at a caller
@@ -303,6 +305,23 @@ class QueueNotFound(DriverError):
 class PreconditionFailed(DriverError):
     _msg_template = "%(what)s %(name)r already exists with other properties: %(reason)s"
     _service_error_code = 1057
+
+
+class QueueTypeMismatch(PreconditionFailed):
+    """A server's queue exists with another type or other arguments than the server declares.
+
+    RabbitMQ cannot change an existing queue; the message says how to migrate.
+    """
+
+    _msg_template = (
+        "Queue %(name)r cannot be declared: %(found)s (RabbitMQ: %(reason)s). "
+        "RabbitMQ cannot change the type or arguments of an existing queue. To move to "
+        "queue_type=%(queue_type)r: stop the queue's servers, let the queue drain "
+        "(rabbitmqctl list_queues name messages), delete it (rabbitmqctl delete_queue "
+        "%(name)s) and start the servers again; or run the new servers on a new "
+        "queue_name and stop the old ones once their queue is empty (docs/scaling.md, "
+        "Queue types). This server declares: %(wanted)s"
+    )
 
 
 class UnroutableMessage(DriverError):

@@ -60,10 +60,25 @@ def broadcast_exchange(service: str) -> str:
     return f"tavrida2.broadcast.{service}"
 
 
+#: How often a quorum queue's message was returned to it (set by RabbitMQ on delivery).
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+
+
 def attempt_in(headers: Any) -> int:
-    """Which delivery attempt ``headers`` tell (``x-tavrida2-attempt``; 1 if none or bad)."""
-    value = headers.get(ATTEMPT_HEADER) if isinstance(headers, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+    """Which delivery attempt ``headers`` tell.
+
+    ``x-tavrida2-attempt`` (1 if none or bad: tavrida2's retries through the
+    retry queue) plus RabbitMQ's ``x-delivery-count`` (the returns of a quorum
+    queue's message, 0 if none).
+    """
+    if not isinstance(headers, dict):
+        return 1
+    value = headers.get(ATTEMPT_HEADER)
+    attempt = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+    count = headers.get(DELIVERY_COUNT_HEADER)
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        attempt += count
+    return attempt
 
 
 #: Headers of a dead letter: why, where it failed, where it was first published.
@@ -550,6 +565,7 @@ __all__ = [
     "BROADCAST_HEADER",
     "DEADLINE_HEADER",
     "DEAD_LETTER_HEADERS",
+    "DELIVERY_COUNT_HEADER",
     "REQUIRED_HEADERS",
     "RESERVED_HEADERS",
     "AMQPMessage",

@@ -20,12 +20,13 @@ from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.dispatcher import HandlerInfo
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
-from tavrida2.drivers.topology import Topology, server_topology
+from tavrida2.drivers.topology import QueueSpec, Topology, server_topology
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
 from tavrida2.lifecycle import Lifecycle
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
+from tavrida2.queuetypes import CLASSIC, QUORUM, check_queue_type, mismatch
 from tavrida2.router import RoutingTable
 from tavrida2.schedule import HookInfo, TaskInfo
 from tavrida2.service import ServiceController
@@ -45,7 +46,9 @@ class Server:
     chooses names and retries; see :mod:`tavrida2.deadletter`). The engine is
     the config's: ``async_engine=False`` (default) handles one message at a
     time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
-    with up to ``prefetch_count`` messages in flight.
+    with up to ``prefetch_count`` messages in flight. ``queue_type="quorum"``
+    declares the server's queue as a RabbitMQ quorum queue (replicated; see
+    :mod:`tavrida2.queuetypes`).
 
     Example::
 
@@ -66,6 +69,7 @@ class Server:
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         tracer: Tracer | None = None,
         announce_period: float | Literal["default"] | None = "default",
+        queue_type: str = CLASSIC,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -120,6 +124,10 @@ class Server:
         #: Where what cannot be handled goes, and how failing casts are retried;
         #: None: rejected without a dead-letter exchange of tavrida2's.
         self.dead_letter_policy: DeadLetterPolicy | None = dead_letters or None
+        #: ``"classic"`` or ``"quorum"``: the type of the server's queue.
+        self.queue_type = check_queue_type(queue_type)
+        if self.queue_type == QUORUM and self.dead_letter_policy is not None:
+            self.dead_letter_policy.check_quorum()
         self._queue_name = queue_name
         self._exchange_name = exchange_name
         self._service_list = classes
@@ -177,6 +185,7 @@ class Server:
             self.dead_letter_policy,
             self.broadcast_queue,
             announces=self.announce_period is not None,
+            queue_type=self.queue_type,
         )
 
     def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
@@ -200,7 +209,15 @@ class Server:
 
     def _dead_letters(self) -> DeadLetters | None:
         policy = self.dead_letter_policy
-        return DeadLetters(policy, self._queue_name) if policy is not None else None
+        if policy is None:
+            return None
+        return DeadLetters(policy, self._queue_name, self.queue_type)
+
+    def _mismatch(self, queue: QueueSpec, error: exceptions.PreconditionFailed) -> Exception:
+        """The error of a queue RabbitMQ refused to declare: for the server's, how to migrate."""
+        if queue.name != self._queue_name:
+            return error
+        return mismatch(queue.name, self.queue_type, dict(queue.arguments), error)
 
     # -- sync engine ---------------------------------------------------------
 
@@ -245,9 +262,12 @@ class Server:
         for exchange in topology.exchanges:
             driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
         for queue in topology.queues:
-            driver.declare_queue(
-                queue.name, queue.durable, dict(queue.arguments), queue.auto_delete
-            )
+            try:
+                driver.declare_queue(
+                    queue.name, queue.durable, dict(queue.arguments), queue.auto_delete
+                )
+            except exceptions.PreconditionFailed as exc:
+                raise self._mismatch(queue, exc) from None
         for binding in topology.bindings:
             driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
 
@@ -352,9 +372,12 @@ class Server:
             for exchange in topology.exchanges:
                 await driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
             for queue in topology.queues:
-                await driver.declare_queue(
-                    queue.name, queue.durable, dict(queue.arguments), queue.auto_delete
-                )
+                try:
+                    await driver.declare_queue(
+                        queue.name, queue.durable, dict(queue.arguments), queue.auto_delete
+                    )
+                except exceptions.PreconditionFailed as exc:
+                    raise self._mismatch(queue, exc) from None
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
             preprocessor = self._build(
@@ -446,6 +469,7 @@ class CLIServer(Server):
             stop_timeout=loaded.stop_timeout,
             announce_period=loaded.announce_period,
             tracer=tracer,
+            queue_type=loaded.queue_type,
         )
 
 

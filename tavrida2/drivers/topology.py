@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tavrida2.messages import broadcast_exchange
+from tavrida2.queuetypes import CLASSIC, queue_type_arguments
 
 #: The fanout exchange of the servers' announcements (see :mod:`tavrida2.liveness`).
 HEARTBEAT_EXCHANGE = "tavrida2.heartbeat"
@@ -76,6 +77,7 @@ def server_topology(
     broadcast_queue: str | None = None,
     *,
     announces: bool = False,
+    queue_type: str = CLASSIC,
 ) -> Topology:
     """The topology of a server running ``service_classes``.
 
@@ -84,17 +86,18 @@ def server_topology(
     ``broadcast_queue``, that queue (this instance's, auto-delete) is bound to
     the fanout exchange ``tavrida2.broadcast.<service>`` of each service whose
     broadcasts the classes take. ``announces``: the fanout exchange of the
-    servers' announcements (:mod:`tavrida2.liveness`).
+    servers' announcements (:mod:`tavrida2.liveness`). ``queue_type``: the
+    server queue's (:mod:`tavrida2.queuetypes`); the others stay classic.
     """
     service_classes = list(service_classes)
     topology = Topology()
     topology.add(ExchangeSpec(exchange_name))
-    arguments: tuple[tuple[str, Any], ...] = ()
+    arguments = queue_type_arguments(queue_type)
     if dead_letters is not None:
-        for item in dead_letters.declarations(queue_name):
+        for item in dead_letters.declarations(queue_name, queue_type):
             topology.add(item)
-        arguments = tuple(dead_letters.queue_arguments(queue_name).items())
-    topology.add(QueueSpec(queue_name, arguments=arguments))
+        arguments.update(dead_letters.queue_arguments(queue_name, queue_type))
+    topology.add(QueueSpec(queue_name, arguments=tuple(arguments.items())))
     for cls in service_classes:
         discovery = cls.get_discovery()
         dispatcher = cls.get_dispatcher()

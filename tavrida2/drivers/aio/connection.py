@@ -23,6 +23,7 @@ from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.aio.compat import discard, gate
 from tavrida2.drivers.base import AsyncDriver
 from tavrida2.drivers.errors import from_channel_close
+from tavrida2.drivers.failover import Failover
 from tavrida2.drivers.shared import Declarations, connection_failed, retry_policy
 
 log = logging.getLogger("tavrida2.drivers.aio")
@@ -55,7 +56,8 @@ class AioConnection(AsyncDriver):
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
-        self._url, self._connect_kwargs = config.to_aio_params()
+        self._failover = Failover(config)
+        self._params = {address: config.to_aio_params(address) for address in config.hosts}
         self._target = config.to_url()
         self._delivery_mode = 2 if config.persistent else 1
         self._connection: Any = None
@@ -106,8 +108,7 @@ class AioConnection(AsyncDriver):
 
     async def _open(self) -> None:
         await self._drop_connection()
-        connection = Connection(aio_pika.connection.make_url(self._url), **self._connect_kwargs)
-        await connection.connect(timeout=self.config.socket_timeout or None)
+        connection = await self._failover.attempt_async(self._connect_to, CONNECTION_ERRORS)
         self._connection = connection
         try:
             await self._attach()
@@ -115,6 +116,12 @@ class AioConnection(AsyncDriver):
             await self._drop_connection()
             raise
         connection.close_callbacks.add(self._on_connection_closed)
+
+    async def _connect_to(self, address: tuple[str, int]) -> Connection:
+        url, kwargs = self._params[address]
+        connection = Connection(aio_pika.connection.make_url(url), **kwargs)
+        await connection.connect(timeout=self.config.socket_timeout or None)
+        return connection
 
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
@@ -140,7 +147,11 @@ class AioConnection(AsyncDriver):
                 else tenacity.stop_after_attempt(max(1, attempts))
             )
             await self._retrying(stop)
-            log.warning("reconnected to %s", self._target)
+            current = self._failover.current
+            log.warning(
+                "reconnected to %s",
+                self.config.address_url(current) if current is not None else self._target,
+            )
         except exceptions.ConnectionFailed as exc:
             log.error("giving up reconnecting: %s", exc)
             self._failure = exc

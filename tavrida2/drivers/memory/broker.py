@@ -3,7 +3,9 @@
 :class:`MemoryBroker` keeps exchanges (topic, direct, fanout; the default
 exchange ``""`` routes by queue name), queues, bindings, consumers with
 prefetch and manual acknowledgement, requeue on reject or consumer loss, and
-dead-lettering through the ``x-dead-letter-exchange`` queue argument. Messages
+dead-lettering through the ``x-dead-letter-exchange`` queue argument, and, for
+queues declared with ``x-queue-type: quorum``, RabbitMQ's delivery count
+(``x-delivery-count``) and ``x-delivery-limit``. Messages
 are stored as they would travel: bytes bodies and copied header tables, never
 the sender's Python objects. Brokers are named (``memory://name``) and live in
 the process until :meth:`MemoryBroker.reset_all`.
@@ -37,7 +39,7 @@ from tavrida2.drivers.base import (
     Disposition,
 )
 from tavrida2.drivers.routing import matches
-from tavrida2.messages import AMQPMessage
+from tavrida2.messages import DELIVERY_COUNT_HEADER, AMQPMessage
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class StoredMessage:
     redelivered: bool = False
     #: monotonic time after which the message expires (per-message TTL), if any
     expires_at: float | None = None
+    #: times it was returned to a quorum queue
+    delivery_count: int = 0
 
     def to_amqp(self) -> AMQPMessage:
         props = self.properties
@@ -113,6 +117,10 @@ class _Queue:
     messages: deque[StoredMessage] = field(default_factory=deque)
     consumers: list[_Consumer] = field(default_factory=list)
     unacked: dict[int, tuple[_Consumer, StoredMessage]] = field(default_factory=dict)
+
+    @property
+    def quorum(self) -> bool:
+        return self.arguments.get("x-queue-type") == "quorum"
 
 
 @dataclass
@@ -190,6 +198,10 @@ class MemoryBroker:
             if not name:
                 name = f"amq.gen-{next(self._consumer_tags)}"
             known = self._queues.get(name)
+            if arguments.get("x-queue-type") == "quorum" and (auto_delete or not durable):
+                raise exceptions.PreconditionFailed(
+                    what="queue", name=name, reason="a quorum queue is durable, not auto-delete"
+                )
             if known is None:
                 self._queues[name] = _Queue(name, durable, arguments, auto_delete)
             elif (known.durable, known.arguments, known.auto_delete) != (
@@ -429,8 +441,7 @@ class MemoryBroker:
             for tag, (owner, message) in sorted(queue.unacked.items(), reverse=True):
                 if owner is consumer:
                     del queue.unacked[tag]
-                    message.redelivered = True
-                    self._enqueue(queue, message, front=True)
+                    self._return(queue, message)
             self._changed.notify_all()
             gone = queue.auto_delete and not queue.consumers
         if gone:
@@ -445,6 +456,8 @@ class MemoryBroker:
             if consumer.prefetch and consumer.unacked >= consumer.prefetch:
                 return None
             message = queue.messages.popleft()
+            if queue.quorum:
+                message.headers[DELIVERY_COUNT_HEADER] = message.delivery_count
             tag = next(self._tags)
             queue.unacked[tag] = (consumer, message)
             consumer.unacked += 1
@@ -478,12 +491,23 @@ class MemoryBroker:
             consumer.unacked -= 1
             message = delivery.message
             if disposition is Disposition.REQUEUE:
-                message.redelivered = True
-                self._enqueue(queue, message, front=True)
+                self._return(queue, message)
             elif disposition is Disposition.REJECT:
                 self._dead_letter(queue, message, "rejected")
             self._changed.notify_all()
             self._wake(queue)
+
+    def _return(self, queue: _Queue, message: StoredMessage) -> None:
+        """Back to its queue; a quorum queue counts it and keeps to its delivery limit."""
+        message.redelivered = True
+        if queue.quorum:
+            message.delivery_count += 1
+            limit = queue.arguments.get("x-delivery-limit")
+            if isinstance(limit, int) and message.delivery_count > limit:
+                message.headers.pop(DELIVERY_COUNT_HEADER, None)
+                self._dead_letter(queue, message, "delivery_limit")
+                return
+        self._enqueue(queue, message, front=True)
 
     def _dead_letter(self, queue: _Queue, message: StoredMessage, reason: str) -> None:
         exchange = queue.arguments.get("x-dead-letter-exchange")

@@ -26,6 +26,7 @@ from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import SyncDriver
 from tavrida2.drivers.errors import from_channel_close
+from tavrida2.drivers.failover import Failover
 from tavrida2.drivers.pika_sync.followers import Follower, Followers
 from tavrida2.drivers.shared import Declarations, connection_failed, describe, retry_policy
 
@@ -105,8 +106,10 @@ class PikaConnection(SyncDriver):
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
         self._delivery_mode = 2 if config.persistent else 1
-        self._params = config.to_pika_params()
-        self._params.connection_attempts = 1
+        self._failover = Failover(config)
+        self._params = {address: config.to_pika_params(address) for address in config.hosts}
+        for params in self._params.values():
+            params.connection_attempts = 1  # the driver retries, over every address
         self._target = config.to_url()
         self._lock = threading.RLock()
         self._connection: Any = None
@@ -155,7 +158,10 @@ class PikaConnection(SyncDriver):
     def _open(self) -> None:
         with self._lock:
             self._drop_connection()
-            connection = pika.BlockingConnection(self._params)
+            connection = self._failover.attempt(
+                lambda address: pika.BlockingConnection(self._params[address]),
+                CONNECTION_ERRORS,
+            )
             write_frames_at_once(connection._impl)
             try:
                 self._connection = connection
@@ -207,7 +213,12 @@ class PikaConnection(SyncDriver):
                 log.info("stopped while reconnecting to %s", self._target)
                 return
             raise
-        log.warning("reconnected to %s", self._target)
+        log.warning("reconnected to %s", self._connected_to())
+
+    def _connected_to(self) -> str:
+        """The broker address of the connection (all of them before it is open)."""
+        current = self._failover.current
+        return self.config.address_url(current) if current is not None else self._target
 
     def _reconnect_within(self, seconds: float, reason: object) -> None:
         log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
