@@ -67,11 +67,27 @@ def sbin_dir() -> Path:
     return Path(os.path.realpath(found)).parent
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (the kernel's choice)."""
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, first: int = 5680, last: int = 5799) -> list[int]:
+    """``count`` ports from ``first`` to ``last`` that are free, as is each one's
+    ``+ 20000`` (the Erlang distribution port a node on it gets) and ``+ 30000``
+    (its CLI tools' ports): the ranges stay those of RabbitMQ's defaults."""
+    found = [
+        port
+        for port in range(first, last + 1)
+        if all(_bindable(port + offset) for offset in (0, 20000, 30000))
+    ]
+    if len(found) < count:
+        raise NodeError(f"fewer than {count} free ports from {first} to {last}")
+    return found[:count]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -183,8 +199,8 @@ class RabbitNode:
             RABBITMQ_USE_LONGNAME="false",
             RABBITMQ_DIST_PORT=str(self.dist_port),
             # the CLI tools' own distribution ports, away from the shared node's CLI
-            RABBITMQ_CTL_DIST_PORT_MIN=str(int(self.dist_port or 0) + 10000),
-            RABBITMQ_CTL_DIST_PORT_MAX=str(int(self.dist_port or 0) + 10010),
+            RABBITMQ_CTL_DIST_PORT_MIN=str(self.port + 30000),
+            RABBITMQ_CTL_DIST_PORT_MAX=str(self.port + 30009),
             RABBITMQ_MNESIA_BASE=str(self.home / "mnesia"),
             RABBITMQ_LOG_BASE=str(self.log_dir),
             RABBITMQ_CONFIG_FILE=str(self.home / "rabbitmq.conf"),

@@ -31,7 +31,7 @@ import pytest
 from tavrida2 import client, discovery, dispatcher, exceptions, server, service
 from tavrida2.config import ConnectionConfig
 from tests.brokers.certs import PKI, make_pki
-from tests.brokers.rabbit_node import RabbitNode, TLSListener, free_port
+from tests.brokers.rabbit_node import RabbitNode, TLSListener, free_ports
 from tests.integration.conftest import ENGINES, Servers
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
@@ -80,12 +80,12 @@ class TLSBroker:
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSBroker]:
     folder = tmp_path_factory.mktemp("tls-broker")
     pki = make_pki(folder / "pki")
+    amqp_port, tls_port = free_ports(2)
     node = RabbitNode(
         f"t2tls_{os.getpid()}",
-        free_port(),
+        amqp_port,
         folder / "nodes",
-        dist_port=free_port(),
-        tls=TLSListener(free_port(), pki.ca, pki.server_cert, pki.server_key),
+        tls=TLSListener(tls_port, pki.ca, pki.server_cert, pki.server_key),
     )
     node.start()
     try:
