@@ -190,16 +190,16 @@ def test_the_queue_leader_node_killed_under_load(
             deadline=300, call_timeout=10.0,
         )  # fmt: skip
         started = time.monotonic()
-        for stream in (casts, calls, probe):
-            stream.start()
-        wait_until(
-            lambda: len(casts.confirmed) >= CASTS // 5 and len(calls.returned) >= CALLS // 10,
-            "the streams under way",
-            timeout=120,
-        )
-        victim.kill()
+        # the calls (one at a time on the sync client) are slower than the casts:
+        # they start first, so that both are under way at the kill
+        calls.start()
+        probe.start()
+        wait_until(lambda: len(calls.returned) >= CALLS // 20, "the calls under way", 60)
+        casts.start()
+        wait_until(lambda: len(casts.confirmed) >= CASTS // 10, "the casts under way", 60)
+        confirmed_at_kill, returned_at_kill = len(casts.confirmed), len(calls.returned)
         killed_at = time.monotonic()
-        confirmed_at_kill = len(casts.confirmed)
+        victim.kill()  # SIGKILL, then wait for the process to be gone
         wait_until(
             lambda: leader_of(server_node, queue) not in (None, victim.node),
             "a new leader",
@@ -230,13 +230,15 @@ def test_the_queue_leader_node_killed_under_load(
         casts_raised=sum(casts.raised.values()),
         calls_returned=len(calls.returned),
         calls_raised=len(calls.failed),
-        killed_after_confirmed=confirmed_at_kill,
+        casts_confirmed_at_kill=confirmed_at_kill,
+        calls_returned_at_kill=returned_at_kill,
         new_leader_seen_s=round(new_leader_after, 2),
         first_answer_after_kill_s=None if serving_again is None else round(serving_again, 3),
         longest_gap_s=round(gap, 3),
         seconds=round(seconds, 1),
         raised=dict(casts.raised + calls.raised),
     )
+    assert confirmed_at_kill < CASTS and returned_at_kill < CALLS, "killed after the streams"
     assert lost == 0
     assert casts.confirmed == set(range(CASTS)), "a cast was never confirmed"
     assert calls.returned | calls.failed == set(range(CALLS)), "a call neither returned nor raised"
