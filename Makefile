@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit lint typecheck rabbitmq bench docs clean
+.PHONY: demo test unit lint typecheck rabbitmq bench docs clean cluster-test
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP) docs lint rabbitmq  ## docs, lint, type-check, then every test (R
 
 unit: $(STAMP)  ## tests that need no broker
 	$(BIN)/python -m pytest -m "not rabbitmq"
+
+# -m overrides setup.cfg's -m "not cluster"
+cluster-test: $(STAMP)  ## a 3-node RabbitMQ cluster of its own, its queue leader killed under load (docs/scaling.md)
+	$(BIN)/python -m pytest -m cluster tests/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check tavrida2 tests samples bench

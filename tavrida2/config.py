@@ -10,6 +10,7 @@ or a list of URLs (:mod:`tavrida2.brokers`).
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -58,7 +59,8 @@ BOOL_WORDS = {
 }
 
 #: The keys ``ssl_options`` may have.
-SSL_OPTIONS = ("ca_certs", "certfile", "keyfile", "server_hostname")
+SSL_OPTIONS = ("ca_certs", "certfile", "keyfile", "server_hostname", "verify")
+_SSL_FILES = ("ca_certs", "certfile", "keyfile")
 
 #: The locale aiormq sends in ``Connection.StartOk``: it has no way to send another.
 AIORMQ_LOCALE = "en_US"
@@ -240,6 +242,8 @@ class ConnectionConfig:
             or not 0 <= self.heartbeat_interval <= _AMQP_SHORT_MAX
         ):
             fail("heartbeat_interval", f"a number of seconds from 0 to {_AMQP_SHORT_MAX}")
+        if self.ssl and self.driver == "amqp":
+            self._ssl_context()  # a missing file or a key that does not fit: refused now
 
     @classmethod
     def from_url(cls, url: str | Sequence[str], **overrides: Any) -> ConnectionConfig:
@@ -317,9 +321,10 @@ class ConnectionConfig:
         """The TLS context of ``ssl_options``, for both engines.
 
         It verifies the broker's certificate (the system's CAs plus ``ca_certs``)
-        and its name (``server_hostname``, else ``host``); ``certfile`` and
-        ``keyfile`` are the client's certificate. Unknown keys, a ``keyfile``
-        without ``certfile`` and files that cannot be loaded raise ``ConfigError``.
+        and its name (``server_hostname``, else ``host``) unless ``verify`` is
+        false; ``certfile`` and ``keyfile`` are the client's certificate. Unknown
+        keys, a ``keyfile`` without ``certfile``, a file that cannot be read and
+        a key that does not match its certificate raise ``ConfigError``.
         """
         options = dict(self.ssl_options or {})
         unknown = sorted(set(options) - set(SSL_OPTIONS))
@@ -330,18 +335,48 @@ class ConnectionConfig:
             )
         if options.get("keyfile") and not options.get("certfile"):
             raise exceptions.ConfigError(reason="ssl_options keyfile needs certfile")
+        verify = options.get("verify", True)
+        if not isinstance(verify, bool):
+            raise exceptions.ConfigError(
+                reason=f"ssl_options verify={verify!r}: expected true or false"
+            )
+        for key in _SSL_FILES:
+            path = options.get(key)
+            if path and not os.access(path, os.R_OK):
+                problem = "cannot be read" if os.path.exists(path) else "does not exist"
+                raise exceptions.ConfigError(
+                    reason=f"ssl_options {key}={path!r}: the file {problem}"
+                )
         # as ssl.create_default_context() makes it, but of the subclass
         context = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         try:
             if options.get("ca_certs"):
                 context.load_verify_locations(options["ca_certs"])
-            if options.get("certfile"):
-                context.load_cert_chain(options["certfile"], options.get("keyfile"))
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise exceptions.ConfigError(
-                reason=f"ssl_options {options}: cannot load the certificates ({exc})"
+                reason=f"ssl_options ca_certs={options['ca_certs']!r}: "
+                f"not a PEM file of certificates ({exc})"
             ) from None
+        try:
+            if options.get("certfile"):
+                context.load_cert_chain(options["certfile"], options.get("keyfile"))
+        except (OSError, ValueError) as exc:
+            mismatch = "KEY_VALUES_MISMATCH" in str(exc)
+            files = f"certfile={options['certfile']!r}, keyfile={options.get('keyfile')!r}"
+            raise exceptions.ConfigError(
+                reason=f"ssl_options {files}: "
+                + (
+                    "the key does not match the certificate"
+                    if mismatch
+                    else f"not a PEM certificate and its key ({exc})"
+                )
+            ) from None
+        if not verify:
+            # for a broker whose certificate cannot be checked; the link is encrypted
+            # but anyone in between can pose as the broker
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         context.server_name = options.get("server_hostname") or self.host
         return context
 

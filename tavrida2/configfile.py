@@ -30,6 +30,9 @@
 
     [ssl]
     ca_certs = /etc/ssl/ca.pem
+    ; the client's certificate, if the broker asks for one
+    certfile = /etc/ssl/client.pem
+    keyfile = /etc/ssl/client.key
 
 Values are JSON where they parse as JSON (numbers, ``true``, lists, objects,
 "quoted strings"), plain strings otherwise; booleans also accept yes/no/on/off.
@@ -141,6 +144,7 @@ SCHEMA: dict[str, Any] = {
                 "certfile": _NAME,
                 "keyfile": _NAME,
                 "server_hostname": _NAME,
+                "verify": {"type": "boolean"},
             },
             "additionalProperties": False,
         },
@@ -163,7 +167,7 @@ SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 _BOOLEAN_KEYS = frozenset(
     (section, key)
-    for section in ("server", "connection")
+    for section in ("server", "connection", "ssl")
     for key, spec in SCHEMA["properties"][section]["properties"].items()
     if spec.get("type") == "boolean"
 )
@@ -429,7 +433,13 @@ def connection_config(
     kwargs: dict[str, Any] = dict(values)
     kwargs["credentials"] = Credentials(username, password)
     if sections.get("ssl"):
-        kwargs["ssl_options"] = dict(sections["ssl"])
+        ssl_options = dict(sections["ssl"])
+        for key in ("ca_certs", "certfile", "keyfile"):  # as discovery: next to the file
+            if key in ssl_options:
+                ssl_options[key] = os.path.join(
+                    os.path.dirname(os.path.abspath(path)), ssl_options[key]
+                )
+        kwargs["ssl_options"] = ssl_options
     url = environ.get(URL_VARIABLE)
     if url:
         try:
@@ -442,8 +452,11 @@ def connection_config(
     try:
         return ConnectionConfig(**kwargs)
     except exceptions.ConfigError as exc:
-        reason = exc._kwargs.get("reason", str(exc))
-        raise _error(path, "section [connection]", str(reason)) from None
+        reason = str(exc._kwargs.get("reason", str(exc)))
+        section = (
+            "[ssl]" if reason.startswith(("ssl_options", "unknown ssl_options")) else "[connection]"
+        )
+        raise _error(path, f"section {section}", reason) from None
 
 
 __all__ = [

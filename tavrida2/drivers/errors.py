@@ -5,6 +5,7 @@
     pika / aiormq error                          tavrida2 error
     -------------------------------------------  ------------------------------------
     ProbableAuthenticationError, ACCESS_REFUSED   ConnectionFailed (no retry)
+    TLS handshake refused (certificate checks)    ConnectionFailed (no retry)
     AMQPConnectionError, socket errors            ConnectionFailed / ConnectionClosed
     channel closed 404 NOT_FOUND (exchange)       ExchangeNotFound
     channel closed 404 NOT_FOUND (queue)          QueueNotFound
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 
 from tavrida2 import exceptions
 
@@ -29,6 +31,30 @@ def is_auth_error(exc: BaseException) -> bool:
         word in text
         for word in ("authentication", "access_refused", "access refused", "not_allowed", "vhost")
     )
+
+
+#: What OpenSSL says when a TLS handshake fails on a certificate (either side's
+#: check) or meets a plain AMQP port: asking again gets the same answer.
+_TLS_REFUSALS = (
+    "certificate verify failed",
+    "alert bad certificate",
+    "alert unknown ca",
+    "alert certificate required",
+    "alert handshake failure",
+    "wrong version number",
+)
+
+
+def is_tls_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a TLS handshake that failed for good (not a network error).
+
+    pika raises the ``ssl`` error itself, aiormq wraps its text in an
+    ``AMQPConnectionError``: both are read as text.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    text = str(exc).lower()
+    return ("ssl" in text or "tls" in text) and any(word in text for word in _TLS_REFUSALS)
 
 
 def from_channel_close(code: int, text: str, what: str = "") -> exceptions.DriverError:
@@ -45,4 +71,4 @@ def from_channel_close(code: int, text: str, what: str = "") -> exceptions.Drive
     return exceptions.DriverError(reason=f"channel closed by the broker ({code}): {text}")
 
 
-__all__ = ["from_channel_close", "is_auth_error"]
+__all__ = ["from_channel_close", "is_auth_error", "is_tls_refused"]

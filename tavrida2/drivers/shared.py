@@ -16,7 +16,7 @@ import tenacity
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.base import DIRECT_REPLY_TO
-from tavrida2.drivers.errors import is_auth_error
+from tavrida2.drivers.errors import is_auth_error, is_tls_refused
 from tavrida2.messages import AMQPMessage
 
 log = logging.getLogger("tavrida2.drivers")
@@ -36,12 +36,13 @@ def retry_policy(
     config: ConnectionConfig, target: str, errors: tuple[type[BaseException], ...]
 ) -> dict[str, Any]:
     """tenacity's arguments for connecting: exponential backoff from ``retry_delay``
-    to 10 s, retrying connection errors but never refused credentials."""
+    to 10 s, retrying connection errors but never refused credentials nor a
+    refused TLS handshake (a wrong CA or server name: the next attempt fails alike)."""
     delay = config.retry_delay
     return {
         "wait": tenacity.wait_exponential(multiplier=delay, min=delay, max=max(delay, 10.0)),
         "retry": tenacity.retry_if_exception(
-            lambda e: not is_auth_error(e) and isinstance(e, errors)
+            lambda e: not is_auth_error(e) and not is_tls_refused(e) and isinstance(e, errors)
         ),
         "reraise": True,
         "before_sleep": lambda state: log.warning(
@@ -58,6 +59,12 @@ def connection_failed(exc: BaseException, target: str) -> exceptions.ConnectionF
     reason = describe(exc)
     if is_auth_error(exc):
         reason = f"the broker refused the credentials or virtual host ({reason})"
+    elif is_tls_refused(exc):
+        reason = (
+            f"the TLS handshake failed ({reason}); not retried: check ssl_options "
+            "ca_certs (the CA that signed the broker's certificate), server_hostname "
+            "(a name in that certificate), certfile/keyfile, and that the port is TLS"
+        )
     return exceptions.ConnectionFailed(target=target, reason=reason)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tavrida2 import cli, configfile, exceptions, server
+from tests.unit.tls_support import make_pki
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "deploy"
 _modules = itertools.count()
@@ -132,6 +133,51 @@ def test_load_reads_a_config_file_and_its_discovery(deployment: Deployment) -> N
     assert conf.heartbeat_interval == 30
     assert conf.ssl_options == {"ca_certs": "/etc/ca.pem"}
     assert "s3cret" not in repr(conf) and "s3cret" not in conf.to_url()
+
+
+def test_ssl_files_are_found_next_to_the_config_file(deployment: Deployment) -> None:
+    (deployment.folder / "tls").mkdir()
+    make_pki(deployment.folder / "tls")
+    path = deployment.config(
+        extra="""
+        [connection]
+        ssl = true
+
+        [ssl]
+        ca_certs = tls/ca.pem
+        certfile = tls/client.pem
+        keyfile = tls/client.key
+        verify = yes
+        """
+    )
+    conf = configfile.load(path, environ={}).connection
+    folder = str(deployment.folder)
+    assert conf.ssl_options == {
+        "ca_certs": os.path.join(folder, "tls/ca.pem"),
+        "certfile": os.path.join(folder, "tls/client.pem"),
+        "keyfile": os.path.join(folder, "tls/client.key"),
+        "verify": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("ssl_section", "fragment"),
+    [
+        ("ca_certs = tls/nowhere.pem", "ca_certs="),
+        ("certfile = tls/client.pem\nkeyfile = tls/server.key", "does not match"),
+        ("verify = maybe", "verify"),
+    ],
+)
+def test_bad_ssl_settings_are_config_errors_naming_the_section(
+    deployment: Deployment, ssl_section: str, fragment: str
+) -> None:
+    (deployment.folder / "tls").mkdir()
+    make_pki(deployment.folder / "tls")
+    path = deployment.config(extra=f"[connection]\nssl = true\n\n[ssl]\n{ssl_section}\n")
+    with pytest.raises(exceptions.ConfigError) as caught:
+        configfile.load(path, environ={})
+    assert str(path) in str(caught.value)
+    assert "[ssl]" in str(caught.value) and fragment in str(caught.value)
 
 
 def test_tavrida2_url_overrides_the_connection_address(deployment: Deployment) -> None:

@@ -134,19 +134,47 @@ def test_a_value_pika_refuses_is_a_config_error() -> None:
     [
         ({"cert_reqs": 0}, "unknown ssl_options 'cert_reqs'; known: ca_certs, certfile"),
         ({"keyfile": "client.key"}, "ssl_options keyfile needs certfile"),
-        ({"ca_certs": "/nonexistent/ca.pem"}, "cannot load the certificates"),
+        ({"ca_certs": "/nonexistent/ca.pem"}, "ca_certs='/nonexistent/ca.pem': the file does not"),
+        ({"verify": "no"}, "ssl_options verify='no': expected true or false"),
     ],
 )
-@pytest.mark.parametrize("engine", ["sync", "async"])
-def test_bad_ssl_options_are_refused_on_both_engines(
-    engine: str, ssl_options: dict[str, Any], message: str
+@pytest.mark.parametrize("async_engine", [False, True], ids=["sync", "async"])
+def test_bad_ssl_options_are_refused_when_the_config_is_made(
+    async_engine: bool, ssl_options: dict[str, Any], message: str
 ) -> None:
-    conf = ConnectionConfig("rabbit", ssl=True, ssl_options=ssl_options)
     with pytest.raises(exceptions.ConfigError, match=message):
-        if engine == "sync":
-            conf.to_pika_params()
-        else:
-            conf.to_aio_params()
+        ConnectionConfig("rabbit", ssl=True, ssl_options=ssl_options, async_engine=async_engine)
+
+
+def test_tls_files_that_do_not_fit_are_refused_naming_them(pki: Pki) -> None:
+    def refused(**ssl_options: str) -> str:
+        with pytest.raises(exceptions.ConfigError) as caught:
+            ConnectionConfig("rabbit", ssl=True, ssl_options=ssl_options)
+        return str(caught.value)
+
+    mismatch = refused(certfile=str(pki.client_cert), keyfile=str(pki.server_key))
+    assert "the key does not match the certificate" in mismatch
+    assert str(pki.client_cert) in mismatch and str(pki.server_key) in mismatch
+    assert "client.key" in refused(certfile=str(pki.client_cert), keyfile="/nonexistent/client.key")
+    # a key where the CA should be: no certificate in it
+    assert "not a PEM file of certificates" in refused(ca_certs=str(pki.client_key))
+    assert "not a PEM certificate and its key" in refused(certfile=str(pki.ca))
+
+
+def test_ssl_options_wait_for_ssl() -> None:
+    # TAVRIDA2_URL may turn TLS on later: the options are kept, checked only then
+    conf = ConnectionConfig("rabbit", ssl_options={"ca_certs": "/nonexistent/ca.pem"})
+    assert conf.to_pika_params().ssl_options is None
+
+
+def test_verify_false_encrypts_without_checking_the_broker(pki: Pki) -> None:
+    conf = ConnectionConfig("rabbit", ssl=True, ssl_options={"verify": False})
+    context = conf.to_pika_params().ssl_options.context
+    assert context.verify_mode == ssl.CERT_NONE and not context.check_hostname
+    _, kwargs = ConnectionConfig(
+        "rabbit", ssl=True, ssl_options={"verify": True, "ca_certs": str(pki.ca)}
+    ).to_aio_params()
+    assert_verifies(kwargs["ssl_context"])
 
 
 # -- the TLS handshake -------------------------------------------------------------------
