@@ -131,10 +131,16 @@ class DeadLetterPolicy:
     def declarations(
         self, queue_name: str, queue_type: str = CLASSIC
     ) -> list[ExchangeSpec | QueueSpec | BindingSpec]:
-        """The dead-letter exchange and queue, and (classic) the retry queue, of ``queue_name``."""
+        """The dead-letter exchange and queue, and (classic) the retry queue, of ``queue_name``.
+
+        Dead letters of a quorum queue go to a quorum queue: they outlive the
+        loss of a node as the messages did, and RabbitMQ's at-least-once
+        dead-lettering needs its target up to hand them over.
+        """
+        dlq_type = (("x-queue-type", QUORUM),) if queue_type == QUORUM else ()
         declared: list[ExchangeSpec | QueueSpec | BindingSpec] = [
             ExchangeSpec(self.exchange, "direct"),
-            QueueSpec(self.queue),
+            QueueSpec(self.queue, arguments=dlq_type),
             BindingSpec(self.queue, self.exchange, queue_name),
         ]
         if queue_type != QUORUM:

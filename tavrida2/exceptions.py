@@ -24,6 +24,7 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         └── DriverError (1050)                    transport problems
             ├── ConnectionFailed (1051), ConnectionClosed (1052), PublishTimeout (1055)
             ├── ExchangeNotFound (1053), QueueNotFound (1056)
+            ├── QueueUnavailable (1062)           a classic queue whose node is down
             ├── PreconditionFailed (1057)       declared otherwise than it exists
             │   └── QueueTypeMismatch           a server queue's type or arguments changed
             ├── UnroutableMessage (1042)          mandatory publish returned by the broker
@@ -300,6 +301,16 @@ class PublishTimeout(DriverError):
 class QueueNotFound(DriverError):
     _msg_template = "Queue %(queue)r does not exist"
     _service_error_code = 1056
+
+
+class QueueUnavailable(DriverError):
+    """A durable classic queue whose node is down: it comes back with its node."""
+
+    _msg_template = (
+        "Queue %(queue)r is unavailable: %(reason)s (a classic queue lives on one node; "
+        "queue_type = quorum replicates it)"
+    )
+    _service_error_code = 1062
 
 
 class PreconditionFailed(DriverError):

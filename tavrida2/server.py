@@ -215,7 +215,8 @@ class Server:
 
     def _mismatch(self, queue: QueueSpec, error: exceptions.PreconditionFailed) -> Exception:
         """The error of a queue RabbitMQ refused to declare: for the server's, how to migrate."""
-        if queue.name != self._queue_name:
+        policy = self.dead_letter_policy
+        if queue.name != self._queue_name and (policy is None or queue.name != policy.queue):
             return error
         return mismatch(queue.name, self.queue_type, dict(queue.arguments), error)
 

@@ -22,6 +22,8 @@ import ssl
 from tavrida2 import exceptions
 
 _NOT_FOUND_KIND = re.compile(r"no (exchange|queue) '([^']*)'")
+# RabbitMQ's 404 for a durable classic queue whose node is down
+_HOME_NODE_DOWN = re.compile(r"home node '([^']*)' of durable queue '([^']*)'")
 
 
 def is_auth_error(exc: BaseException) -> bool:
@@ -60,6 +62,11 @@ def is_tls_refused(exc: BaseException) -> bool:
 def from_channel_close(code: int, text: str, what: str = "") -> exceptions.DriverError:
     """The tavrida2 error for a channel closed by the broker with ``code`` and ``text``."""
     if code == 404:
+        down = _HOME_NODE_DOWN.search(text)
+        if down:
+            return exceptions.QueueUnavailable(
+                queue=down.group(2), reason=f"its node {down.group(1)} is down or unreachable"
+            )
         match = _NOT_FOUND_KIND.search(text)
         if match and match.group(1) == "queue":
             return exceptions.QueueNotFound(queue=match.group(2))

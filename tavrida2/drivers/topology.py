@@ -82,22 +82,25 @@ def server_topology(
     """The topology of a server running ``service_classes``.
 
     With ``dead_letters``, the server queue names its dead-letter exchange,
-    declared first with the dead-letter queue and the retry queue. With
+    declared after it with the dead-letter queue and the retry queue. With
     ``broadcast_queue``, that queue (this instance's, auto-delete) is bound to
     the fanout exchange ``tavrida2.broadcast.<service>`` of each service whose
     broadcasts the classes take. ``announces``: the fanout exchange of the
     servers' announcements (:mod:`tavrida2.liveness`). ``queue_type``: the
-    server queue's (:mod:`tavrida2.queuetypes`); the others stay classic.
+    server queue's and its dead-letter queue's (:mod:`tavrida2.queuetypes`); the
+    others stay classic.
     """
     service_classes = list(service_classes)
     topology = Topology()
     topology.add(ExchangeSpec(exchange_name))
     arguments = queue_type_arguments(queue_type)
     if dead_letters is not None:
+        arguments.update(dead_letters.queue_arguments(queue_name, queue_type))
+    # the server queue first: a changed queue type is reported for it, not its dead letters
+    topology.add(QueueSpec(queue_name, arguments=tuple(arguments.items())))
+    if dead_letters is not None:
         for item in dead_letters.declarations(queue_name, queue_type):
             topology.add(item)
-        arguments.update(dead_letters.queue_arguments(queue_name, queue_type))
-    topology.add(QueueSpec(queue_name, arguments=tuple(arguments.items())))
     for cls in service_classes:
         discovery = cls.get_discovery()
         dispatcher = cls.get_dispatcher()

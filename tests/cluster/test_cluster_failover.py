@@ -1,10 +1,12 @@
 """The node holding the queue's leader is SIGKILLed under load; nothing is lost.
 
 On the session's 3-node cluster (``conftest.cluster``): the server's queue is a
-quorum queue (three members) whose leader is placed on node 3; the server is
-connected to node 2, the clients to node 1. While 5,000 casts (``tally.note``,
-re-sent until confirmed) and 1,000 calls (``tally.echo``, each tried once) are
-under way, node 3's ``beam.smp`` gets SIGKILL. Then:
+quorum queue (``queue_type="quorum"``, three members) whose leader is placed on
+node 3. The server and the clients are given all three nodes
+(``ConnectionConfig(hosts=[...])``, no shuffling), the server node 2 first, the
+clients node 1 first. While 5,000 casts (``tally.note``, re-sent until
+confirmed) and 1,000 calls (``tally.echo``, each tried once) are under way,
+node 3's ``beam.smp`` gets SIGKILL: the queue's leader goes with it. Then:
 
 - every confirmed cast is handled at least once (lost = 0), and every cast is
   confirmed in the end;
@@ -14,11 +16,10 @@ under way, node 3's ``beam.smp`` gets SIGKILL. Then:
   to the first answer, the longest gap between answers, when the broker showed
   a new leader) are printed and written to ``build/cluster-figures.json``.
 
-The killed node is started again after the test (it rejoins the cluster).
-
-Until ``ConnectionConfig(hosts=[...])`` fails over between nodes, the server
-and the clients are connected to nodes that are not killed; with it, point both
-at all three nodes (the NOTE below) and kill the node they use.
+The probe that times the fail-over calls through node 1. The killed node is
+started again after the test (it rejoins the cluster). (Clients failing over
+to another node when theirs is lost are tested through TCP proxies in
+``tests/integration/test_brokers_rabbitmq.py``.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -37,6 +37,7 @@ import pytest
 from tavrida2 import exceptions, server
 from tavrida2.config import ConnectionConfig
 from tavrida2.deadletter import DeadLetterPolicy
+from tavrida2.queuetypes import QUORUM, queue_type_arguments
 from tests.brokers.rabbit_node import Cluster, RabbitNode
 from tests.cluster.conftest import FailoverFigures
 from tests.integration.conftest import ENGINES, Servers, wait_until
@@ -59,26 +60,15 @@ PROBE_TIMEOUT = 1.0
 PROBE_PERIOD = 0.05
 
 
-@dataclass(frozen=True)
-class QuorumDeadLetters(DeadLetterPolicy):
-    """The default dead-letter policy, with the server queue declared as a quorum queue.
-
-    (Branch i15-queues adds ``queue_type = "quorum"`` to the server config; once
-    merged, ``server.Server(..., queue_type="quorum")`` replaces this class.)
-    """
-
-    def queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        return {**super().queue_arguments(queue_name), "x-queue-type": "quorum"}
-
-
-def node_config(node: RabbitNode, engine: bool, label: str) -> ConnectionConfig:
-    # NOTE: with ConnectionConfig(hosts=[...]) (branch i15-hosts), give every
-    # node of the cluster here and let the test kill the node in use.
+def node_config(nodes: list[RabbitNode], engine: bool, label: str) -> ConnectionConfig:
+    """Every node of ``nodes``, tried in that order (the first one is used while it is up)."""
     return ConnectionConfig.from_url(
-        f"amqp://guest:guest@127.0.0.1:{node.port}/%2F",
+        f"amqp://guest:guest@127.0.0.1:{nodes[0].port}/%2F",
         async_engine=engine,
         connection_name=f"t2cl-{label}-{uuid.uuid4().hex[:8]}",
         retry_delay=0.2,
+        hosts=[("127.0.0.1", node.port) for node in nodes],
+        shuffle_hosts=False,
     )
 
 
@@ -166,27 +156,33 @@ def test_the_queue_leader_node_killed_under_load(
     clients_node, server_node, victim = cluster.nodes
     tag = uuid.uuid4().hex[:12]
     queue, exchange = f"t2cl-q-{tag}", f"t2cl-x-{tag}"
-    policy = QuorumDeadLetters.for_queue(queue)
-    declare_quorum_queue(victim, queue, policy.queue_arguments(queue))
+    policy = DeadLetterPolicy.for_queue(queue)
+    declare_quorum_queue(
+        victim, queue, {**queue_type_arguments(QUORUM), **policy.queue_arguments(queue, QUORUM)}
+    )
     assert leader_of(server_node, queue) == victim.node
+    server_first = [server_node, clients_node, victim]
+    clients_first = [clients_node, server_node, victim]
 
     ledger = fresh_tally()
     servers = Servers()
-    probe = Probe(node_config(clients_node, False, "probe"), exchange)
+    probe = Probe(node_config(clients_first, False, "probe"), exchange)
     try:
         srv = server.Server(
-            node_config(server_node, engine, "server"),
+            node_config(server_first, engine, "server"),
             queue,
             exchange,
             [Tally],
             dead_letters=policy,
+            queue_type=QUORUM,
         )
         servers.start(srv)
         casts = CastStream(
-            engine, node_config(clients_node, engine, "casts"), exchange, CASTS, 50, deadline=300
-        )
+            engine, node_config(clients_first, engine, "casts"), exchange, CASTS, 50,
+            deadline=300,
+        )  # fmt: skip
         calls = CallStream(
-            engine, node_config(clients_node, engine, "calls"), exchange, CALLS, 10,
+            engine, node_config(clients_first, engine, "calls"), exchange, CALLS, 10,
             deadline=300, call_timeout=10.0,
         )  # fmt: skip
         started = time.monotonic()

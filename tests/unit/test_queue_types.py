@@ -17,8 +17,11 @@ import pytest
 from tavrida2 import client, config, configfile, dispatcher, exceptions, server, service
 from tavrida2.deadletter import DeadLetterPolicy, DeadLetters
 from tavrida2.discovery import LocalDiscovery
+from tavrida2.drivers.aio import connection as aio_connection
 from tavrida2.drivers.base import Disposition
+from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.memory import MemoryBroker
+from tavrida2.drivers.pika_sync import connection as pika_connection
 from tavrida2.messages import AMQPMessage, attempt_in
 from tavrida2.queuetypes import DEFAULT_DELIVERY_LIMIT, mismatch
 
@@ -108,7 +111,7 @@ def quorum(request: pytest.FixtureRequest) -> Any:
     rig.stop()
 
 
-def test_the_quorum_topology_types_only_the_server_queue() -> None:
+def test_the_quorum_topology_types_the_server_queue_and_its_dead_letters() -> None:
     srv = Rig(False, queue_type="quorum").srv
     queues = {queue.name: queue for queue in srv.topology().queues}
     main = dict(queues[QUEUE].arguments)
@@ -123,7 +126,8 @@ def test_the_quorum_topology_types_only_the_server_queue() -> None:
     assert queues[QUEUE].durable and not queues[QUEUE].auto_delete
     # nothing waits in a retry queue: the broker delivers again
     assert f"{QUEUE}.retry" not in queues
-    assert "x-queue-type" not in dict(queues[f"{QUEUE}.dlq"].arguments)
+    # dead letters outlive a node as the messages did
+    assert dict(queues[f"{QUEUE}.dlq"].arguments) == {"x-queue-type": "quorum"}
     broadcasts = queues[srv.broadcast_queue or ""]
     assert broadcasts.auto_delete and not broadcasts.durable
     assert "x-queue-type" not in dict(broadcasts.arguments)
@@ -372,3 +376,18 @@ def test_the_topology_command_shows_the_quorum_queue(
     out = capsys.readouterr().out
     assert "'x-queue-type': 'quorum'" in out and "'x-delivery-limit': 20" in out
     assert ".retry" not in out
+
+
+def test_a_classic_queue_whose_node_is_down_is_unavailable_not_missing() -> None:
+    error = from_channel_close(
+        404,
+        "NOT_FOUND - home node 'rabbit@n3' of durable queue 'svc.dlq' in vhost '/' is "
+        "down or inaccessible",
+        "svc.dlq",
+    )
+    assert isinstance(error, exceptions.QueueUnavailable)
+    assert error.kwargs["queue"] == "svc.dlq"
+    assert "rabbit@n3" in str(error) and "quorum" in str(error)
+    # connecting again is tried again for it, with backoff, as for a lost connection
+    assert exceptions.QueueUnavailable in pika_connection.RETRIED_WHEN_CONNECTING
+    assert exceptions.QueueUnavailable in aio_connection.RETRIED_WHEN_CONNECTING

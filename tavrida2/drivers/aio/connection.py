@@ -35,6 +35,9 @@ CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
 )
+#: What an attempt to connect fails with and is tried again after: also a classic
+#: queue of the topology whose node is down (it comes back with the node).
+RETRIED_WHEN_CONNECTING = (*CONNECTION_ERRORS, exceptions.QueueUnavailable)
 
 
 def channel_error(exc: BaseException, name: str) -> exceptions.DriverError:
@@ -99,7 +102,7 @@ class AioConnection(AsyncDriver):
     async def _retrying(self, stop: Any) -> None:
         try:
             async for attempt in tenacity.AsyncRetrying(
-                stop=stop, **retry_policy(self.config, self._target, CONNECTION_ERRORS)
+                stop=stop, **retry_policy(self.config, self._target, RETRIED_WHEN_CONNECTING)
             ):
                 with attempt:
                     await self._open()

@@ -41,6 +41,9 @@ CONNECTION_ERRORS = (
     pex.ConnectionWrongStateError,
     OSError,
 )
+#: What an attempt to connect fails with and is tried again after: also a classic
+#: queue of the topology whose node is down (it comes back with the node).
+RETRIED_WHEN_CONNECTING = (*CONNECTION_ERRORS, exceptions.QueueUnavailable)
 
 
 def write_frames_at_once(impl: Any) -> None:
@@ -148,7 +151,7 @@ class PikaConnection(SyncDriver):
             for attempt in tenacity.Retrying(
                 stop=stop,
                 sleep=sleep,
-                **retry_policy(self.config, self._target, CONNECTION_ERRORS),
+                **retry_policy(self.config, self._target, RETRIED_WHEN_CONNECTING),
             ):
                 with attempt:
                     action()
