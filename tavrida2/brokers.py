@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 from tavrida2 import exceptions
 
 if TYPE_CHECKING:
-    from tavrida2.config import ConnectionConfig
+    pass
 
 # a comma that starts the next URL (a comma inside a URL, say in a password, stays)
 _URL_SEPARATOR = re.compile(r"\s*,\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
@@ -86,34 +85,8 @@ def split_urls(url: str | Sequence[str]) -> list[str]:
     return urls
 
 
-def same_but_address(first: ConnectionConfig, other: ConnectionConfig, url: str) -> tuple[str, int]:
-    """The address of ``other``, which must agree with ``first`` on everything else.
-
-    A URL of the list may leave out the credentials, the virtual host and
-    the query parameters (they are the first URL's); given, they must be the same.
-    """
-    from tavrida2.config import _URL_PARAMS, _mask_url
-
-    if other.driver != first.driver or other.ssl != first.ssl or first.driver != "amqp":
-        raise exceptions.ConfigError(
-            reason=f"{_mask_url(url)}: every URL of a list must be amqp:// or every one amqps://"
-        )
-    differs = [
-        name
-        for name in ("credentials", "virtual_host")
-        if getattr(other, name) != getattr(first, name) and not _left_out(url, name)
-    ]
-    given = {_URL_PARAMS[key][0] for key, _ in parse_qsl(urlsplit(url).query)}
-    differs += sorted(name for name in given if getattr(other, name) != getattr(first, name))
-    if differs:
-        raise exceptions.ConfigError(
-            reason=f"{_mask_url(url)}: the URLs of a list may differ only in host and port, "
-            f"not in {', '.join(differs)}; query parameters go on the first"
-        )
-    return other.hosts[0]
-
-
-def _left_out(url: str, name: str) -> bool:
+def left_out(url: str, name: str) -> bool:
+    """Whether ``url`` leaves out its credentials or virtual host (``name``)."""
     rest = url.split("://", 1)[-1]
     if name == "credentials":
         return "@" not in rest.split("/", 1)[0]
@@ -127,4 +100,4 @@ def netloc(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-__all__ = ["netloc", "parse_host", "parse_hosts", "same_but_address", "split_urls"]
+__all__ = ["left_out", "netloc", "parse_host", "parse_hosts", "split_urls"]

@@ -257,7 +257,7 @@ class ConnectionConfig:
             first = cls.from_url(urls[0])
             hosts = [first.hosts[0]]
             for other in urls[1:]:
-                hosts.append(brokers.same_but_address(first, cls.from_url(other), other))
+                hosts.append(_same_but_address(first, cls.from_url(other), other))
             overrides.setdefault("hosts", hosts)
             return cls.from_url(urls[0], **overrides)
         url = urls[0]
@@ -471,6 +471,33 @@ class ConnectionConfig:
 
     def __repr__(self) -> str:
         return f"ConnectionConfig({self.to_url()!r}, async_engine={self.async_engine})"
+
+
+def _same_but_address(
+    first: ConnectionConfig, other: ConnectionConfig, url: str
+) -> tuple[str, int]:
+    """The address of ``other``, which must agree with ``first`` on everything else.
+
+    A URL of the list may leave out the credentials, the virtual host and
+    the query parameters (they are the first URL's); given, they must be the same.
+    """
+    if other.driver != first.driver or other.ssl != first.ssl or first.driver != "amqp":
+        raise exceptions.ConfigError(
+            reason=f"{_mask_url(url)}: every URL of a list must be amqp:// or every one amqps://"
+        )
+    differs = [
+        name
+        for name in ("credentials", "virtual_host")
+        if getattr(other, name) != getattr(first, name) and not brokers.left_out(url, name)
+    ]
+    given = {_URL_PARAMS[key][0] for key, _ in parse_qsl(urlsplit(url).query)}
+    differs += sorted(name for name in given if getattr(other, name) != getattr(first, name))
+    if differs:
+        raise exceptions.ConfigError(
+            reason=f"{_mask_url(url)}: the URLs of a list may differ only in host and port, "
+            f"not in {', '.join(differs)}; query parameters go on the first"
+        )
+    return other.hosts[0]
 
 
 def _mask_url(url: str) -> str:
