@@ -54,13 +54,23 @@ def close_reason(closing: asyncio.Future[Any]) -> str:
 
 
 async def send_frame(channel: Any, disposition: Disposition, tag: int, multiple: bool) -> None:
-    """Write one settle frame (not waiting for the socket to drain)."""
-    if disposition is Disposition.ACK:
-        await channel.basic_ack(tag, multiple=multiple, wait=False)
-    elif disposition is Disposition.REJECT:
-        await channel.basic_reject(tag, requeue=False, wait=False)
-    else:
-        await channel.basic_nack(tag, requeue=True, wait=False)
+    """Write one settle frame (not waiting for the socket to drain).
+
+    aiormq 7 refuses a settle on a channel whose Close came in with
+    ``ChannelInvalidStateError``, which is also what it raises for a lost
+    connection: here it is the channel's (a lost connection is noticed by the
+    driver on its own), so the deliveries are left to the broker to deliver
+    again, and the connection is kept.
+    """
+    try:
+        if disposition is Disposition.ACK:
+            await channel.basic_ack(tag, multiple=multiple, wait=False)
+        elif disposition is Disposition.REJECT:
+            await channel.basic_reject(tag, requeue=False, wait=False)
+        else:
+            await channel.basic_nack(tag, requeue=True, wait=False)
+    except aex.ChannelInvalidStateError as exc:
+        raise ChannelGone(str(exc)) from None
 
 
 class Consuming(Publishing):
