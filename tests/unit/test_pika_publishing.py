@@ -223,6 +223,18 @@ def test_an_answer_goes_out_unconfirmed_on_the_consumer_channel(monkeypatch: pyt
     assert driver._pipeline is None  # answers are not confirmed
 
 
+def test_an_answer_whose_consumer_channel_the_broker_closes_goes_out_on_another(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    driver, _broker = connected(monkeypatch)
+    answer = AMQPMessage(b"{}", {}, correlation_id="c-1")
+    # the broker closes the consumer channel while the answer is being written
+    driver._connection.publish_error = pex.ChannelClosedByBroker(406, "unknown delivery tag 9")
+    driver.publish("", f"{DIRECT_REPLY_TO}.g2dkAAA", answer)
+    (sent,) = driver._publish_channel.published
+    assert sent.properties.correlation_id == "c-1" and driver._pipeline is None
+
+
 def test_requests_of_waiting_callers_and_their_answers(monkeypatch: pytest.MonkeyPatch):
     driver, broker = connected(monkeypatch)
     request = message(reply_to=DIRECT_REPLY_TO, correlation_id="c-1")

@@ -177,9 +177,18 @@ class Publishing(PikaConnection):
         if message.reply_to == DIRECT_REPLY_TO:
             self._send_request(exchange, routing_key, body, props, mandatory)
             return
-        self._with_connection(
-            lambda: self._reply_channel().basic_publish("", routing_key, body, props)
-        )
+        self._with_connection(lambda: self._send_reply(routing_key, body, props))
+
+    def _send_reply(self, routing_key: str, body: Any, props: Any) -> None:
+        """An answer to a waiting caller, on the consumer channel; if the broker
+        closes that channel under it, on the declarations channel."""
+        channel = self._reply_channel()
+        try:
+            channel.basic_publish("", routing_key, body, props)
+        except (pex.ChannelClosedByBroker, pex.ChannelWrongStateError):
+            if channel is self._publish_channel:
+                raise
+            self._publish_channel.basic_publish("", routing_key, body, props)
 
     def _reply_channel(self) -> Any:
         """The consumer channel; while the broker has it closed, the declarations
