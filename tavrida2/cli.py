@@ -376,18 +376,11 @@ def _ds_check(args: argparse.Namespace) -> int:
 
 def _topology(args: argparse.Namespace) -> int:
     """Print the exchanges, queues and bindings the server of CONFIG declares (nothing is sent)."""
-    from tavrida2.server import Server
+    from tavrida2.server import Server, file_server_arguments
 
     loaded = configfile.load(args.config)
     loaded.bind_discovery()
-    srv = Server(
-        loaded.connection,
-        loaded.queue_name,
-        loaded.exchange_name,
-        loaded.controllers,
-        dead_letters=loaded.dead_letters or False,
-        queue_type=loaded.queue_type,
-    )
+    srv = Server(**file_server_arguments(loaded))
     topology = srv.topology()
     print("exchanges:")
     for exchange in topology.exchanges:

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
@@ -30,6 +30,9 @@ from tavrida2.queuetypes import CLASSIC, QUORUM, check_queue_type, mismatch
 from tavrida2.router import RoutingTable
 from tavrida2.schedule import HookInfo, TaskInfo
 from tavrida2.service import ServiceController
+
+if TYPE_CHECKING:
+    from tavrida2.configfile import ServerConfig
 
 log = logging.getLogger(__name__)
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
@@ -432,6 +435,20 @@ class Server:
             raise failed.result()
 
 
+def file_server_arguments(loaded: ServerConfig) -> dict[str, Any]:
+    """The arguments of :class:`Server` that a loaded config file gives (its tracer apart)."""
+    return {
+        "config": loaded.connection,
+        "queue_name": loaded.queue_name,
+        "exchange_name": loaded.exchange_name,
+        "service_list": loaded.controllers,
+        "dead_letters": loaded.dead_letters or False,
+        "stop_timeout": loaded.stop_timeout,
+        "announce_period": loaded.announce_period,
+        "queue_type": loaded.queue_type,
+    }
+
+
 class CLIServer(Server):
     """A :class:`Server` described by an INI config file (see :mod:`tavrida2.configfile`).
 
@@ -461,17 +478,7 @@ class CLIServer(Server):
                 ) from None
         #: The checked contents of the file.
         self.file_config = loaded
-        super().__init__(
-            loaded.connection,
-            loaded.queue_name,
-            loaded.exchange_name,
-            loaded.controllers,
-            dead_letters=loaded.dead_letters or False,
-            stop_timeout=loaded.stop_timeout,
-            announce_period=loaded.announce_period,
-            tracer=tracer,
-            queue_type=loaded.queue_type,
-        )
+        super().__init__(**file_server_arguments(loaded), tracer=tracer)
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:

@@ -20,7 +20,7 @@ from tavrida2.workers.supervisor import Supervisor, WorkerSpec
 
 def check_config(path: str) -> configfile.ServerConfig:
     """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built."""
-    from tavrida2.server import Server
+    from tavrida2.server import Server, file_server_arguments
 
     loaded = configfile.load(path)
     if loaded.connection.driver == "memory":
@@ -31,15 +31,7 @@ def check_config(path: str) -> configfile.ServerConfig:
         )
     loaded.bind_discovery()
     # builds nothing on the broker: checks the handlers against the engine, stop_timeout, ...
-    Server(
-        loaded.connection,
-        loaded.queue_name,
-        loaded.exchange_name,
-        loaded.controllers,
-        dead_letters=loaded.dead_letters or False,
-        stop_timeout=loaded.stop_timeout,
-        announce_period=loaded.announce_period,
-    )
+    Server(**file_server_arguments(loaded))
     return loaded
 
 
