@@ -438,8 +438,11 @@ def _spec(args: argparse.Namespace) -> int:
     from tavrida2.server import Server, file_server_arguments
 
     loaded = configfile.load(args.config)
-    # the checks of `run` (engine, settings): no document of a server that would not start
-    Server(**file_server_arguments(loaded))
+    try:  # the checks of `run` (engine, settings): no document of a server that would not start
+        Server(**file_server_arguments(loaded))
+    except exceptions.TavridaError as exc:
+        reason = exc._kwargs.get("reason", exc) if isinstance(exc, exceptions.ConfigError) else exc
+        raise UsageError(f"{args.config}: {reason}") from None
     text = spec.render(loaded, args.format, version=args.api_version)
     if args.output is None:
         sys.stdout.write(text)

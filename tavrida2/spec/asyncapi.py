@@ -227,8 +227,7 @@ class _Document:
         self.messages[message] = self._message(
             f"{service}.{{method}}",
             f"Notification from {service}",
-            f"What a handler of {service} publishes (proxy.publish); its payload is not "
-            "declared.",
+            f"What a handler of {service} publishes (proxy.publish); its payload is not declared.",
             schemas.message_headers("notification", destination=""),
             self._payload(message, schemas.ANY_OBJECT),
         )

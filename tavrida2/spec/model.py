@@ -11,6 +11,7 @@ written from it.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -130,7 +131,7 @@ def describe_config(loaded: ServerConfig) -> ServerContract:
     handlers: list[Handler] = []
     publications: list[Publication] = []
     for entry in loaded.services:
-        handlers.extend(_handlers(entry, loaded.exchange_name))
+        handlers.extend(_handlers(entry, loaded.exchange_name, loaded.path))
         try:
             notifications = entry.discovery.get_local_publisher(entry.name)
         except exceptions.UnableToDiscover:
@@ -159,7 +160,21 @@ def describe_config(loaded: ServerConfig) -> ServerContract:
     )
 
 
-def _handlers(entry: ServiceEntry, exchange_name: str) -> Iterator[Handler]:
+def _publisher_exchange(entry: ServiceEntry, info: HandlerInfo, path: str) -> str:
+    """The notification exchange of the publisher a subscription handler listens to."""
+    publisher = info.entry_point.partition(".")[0]
+    try:
+        return entry.discovery.get_remote_publisher(publisher)
+    except exceptions.UnableToDiscover:
+        cls = entry.controller
+        raise exceptions.ConfigError(
+            reason=f"{path}: handler {cls.__module__}.{cls.__qualname__}.{info.name} of "
+            f"{entry.name!r} subscribes to {info.entry_point}, but the service's entry in "
+            f'[server] services has no "subscriptions": [{json.dumps(publisher)}]'
+        ) from None
+
+
+def _handlers(entry: ServiceEntry, exchange_name: str, path: str) -> Iterator[Handler]:
     cls = entry.controller
     dispatcher = cls.get_dispatcher()
     own = Exchange.of(ExchangeSpec(exchange_name))
@@ -174,10 +189,8 @@ def _handlers(entry: ServiceEntry, exchange_name: str) -> Iterator[Handler]:
         elif info.message_type is MessageType.REQUEST:
             kind, exchange, routing_key = "request", own, info.entry_point
         elif info.message_type is MessageType.NOTIFICATION:
-            publisher = info.entry_point.partition(".")[0]
-            kind = "notification"
-            exchange = Exchange.of(ExchangeSpec(entry.discovery.get_remote_publisher(publisher)))
-            routing_key = info.entry_point
+            kind, routing_key = "notification", info.entry_point
+            exchange = Exchange.of(ExchangeSpec(_publisher_exchange(entry, info, path)))
         else:
             kind = "response" if info.message_type is MessageType.RESPONSE else "error"
             exchange, routing_key = own, f"{cls.service_name}.{{method}}"
