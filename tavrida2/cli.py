@@ -10,7 +10,7 @@
     tavrida2 dlq list CONFIG                 the dead letters of a server, and why
     tavrida2 dlq replay CONFIG [--limit N]   publish them again where they were going
     tavrida2 topology CONFIG                 what a server would declare on the broker
-    tavrida2 spec CONFIG [--format F] [-o FILE]  its AsyncAPI 3.0 document or Markdown page
+    tavrida2 spec CONFIG [--format F]        a server's AsyncAPI 3.0 document (or Markdown)
     tavrida2 peers [--ds FILE] [--url URL]   the running servers, as they announce themselves
     tavrida2 trace CORRELATION_ID [--db URL] a chain of calls from a trace database
 
@@ -206,7 +206,6 @@ def _add_spec_parser(commands: Any) -> None:
     spec.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     spec.add_argument(
         "--api-version",
-        default="1.0.0",
         metavar="VERSION",
         help="the API's version in the AsyncAPI document's info (default 1.0.0)",
     )
@@ -443,7 +442,7 @@ def _spec(args: argparse.Namespace) -> int:
     except exceptions.TavridaError as exc:
         reason = exc._kwargs.get("reason", exc) if isinstance(exc, exceptions.ConfigError) else exc
         raise UsageError(f"{args.config}: {reason}") from None
-    text = spec.render(loaded, args.format, version=args.api_version)
+    text = spec.render(loaded, args.format, version=args.api_version or spec.DEFAULT_VERSION)
     if args.output is None:
         sys.stdout.write(text)
         return 0

@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 
 from tavrida2.configfile import ServerConfig
-from tavrida2.spec.asyncapi import asyncapi_document
+from tavrida2.spec.asyncapi import DEFAULT_VERSION, asyncapi_document
 from tavrida2.spec.markdown import markdown_page
 from tavrida2.spec.model import ServerContract, describe_config
 from tavrida2.spec.yamltext import dump_yaml
 
 #: The formats of :func:`render` (and ``tavrida2 spec --format``).
 FORMATS = ("asyncapi-json", "asyncapi-yaml", "markdown")
-DEFAULT_VERSION = "1.0.0"
 
 
 def render(loaded: ServerConfig, output_format: str, version: str = DEFAULT_VERSION) -> str:

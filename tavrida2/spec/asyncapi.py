@@ -33,6 +33,8 @@ ASYNCAPI_VERSION = "3.0.0"
 #: The version of the AsyncAPI AMQP bindings the document uses.
 AMQP_BINDING_VERSION = "0.3.0"
 CONTENT_TYPE = "application/json"
+#: The API's version (``info.version``) unless told: the config file has none.
+DEFAULT_VERSION = "1.0.0"
 #: The id of the channel of the answers to calls (other ids have a dot: no clash).
 REPLY = "reply"
 #: The id of the Error message (other message ids have a dot: no clash).
@@ -60,7 +62,7 @@ _TITLES = {
 }
 
 
-def asyncapi_document(contract: ServerContract, version: str = "1.0.0") -> dict[str, Any]:
+def asyncapi_document(contract: ServerContract, version: str = DEFAULT_VERSION) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document of ``contract``; ``version`` is the API's (``info.version``)."""
     return _Document(contract).build(version)
 
@@ -136,14 +138,16 @@ class _Document:
     def _request(self, handler: Handler) -> None:
         ep = handler.entry_point
         request = self._handler_message(
-            handler, "request", destination=ep, deadline=True, correlated=True
+            handler,
+            schemas.message_headers("request", {"destination": ep}, deadline=True),
+            correlated=True,
         )
         answer = _unique(self.messages, f"{ep}.response")
         self.messages[answer] = self._message(
             ep,
             f"Response from {ep}",
             f"The answer of {ep} to a call.",
-            schemas.message_headers("response", source=ep),
+            schemas.message_headers("response", {"source": ep}),
             self._payload(answer, handler.answer or schemas.ANY_OBJECT),
             correlated=True,
         )
@@ -167,7 +171,9 @@ class _Document:
 
     def _broadcast(self, handler: Handler) -> None:
         ep = handler.entry_point
-        message = self._handler_message(handler, "request", destination=ep, broadcast=True)
+        message = self._handler_message(
+            handler, schemas.message_headers("request", {"destination": ep}, broadcast=True)
+        )
         channel = self._channel(
             f"{ep}.broadcast",
             handler.routing_key,
@@ -179,7 +185,9 @@ class _Document:
 
     def _notification(self, handler: Handler) -> None:
         ep = handler.entry_point
-        message = self._handler_message(handler, "notification", source=ep, destination="")
+        message = self._handler_message(
+            handler, schemas.message_headers("notification", {"source": ep, "destination": ""})
+        )
         channel = self._channel(
             f"{ep}.notification",
             handler.routing_key,
@@ -214,7 +222,9 @@ class _Document:
             message = ERROR
         else:
             message = self._handler_message(
-                handler, "response", source=handler.entry_point, correlated=True
+                handler,
+                schemas.message_headers("response", {"source": handler.entry_point}),
+                correlated=True,
             )
         self.channels[channel]["messages"][message] = _ref("components", "messages", message)
         self._receive(f"{handler.entry_point}.{handler.kind}", handler, channel, message)
@@ -228,7 +238,7 @@ class _Document:
             f"{service}.{{method}}",
             f"Notification from {service}",
             f"What a handler of {service} publishes (proxy.publish); its payload is not declared.",
-            schemas.message_headers("notification", destination=""),
+            schemas.message_headers("notification", {"destination": ""}),
             self._payload(message, schemas.ANY_OBJECT),
         )
         channel = self._channel(
@@ -261,8 +271,9 @@ class _Document:
     # -- pieces --------------------------------------------------------------------------
 
     def _handler_message(
-        self, handler: Handler, message_type: str, *, correlated: bool = False, **fixed: Any
+        self, handler: Handler, headers: dict[str, Any], *, correlated: bool = False
     ) -> str:
+        """The message a handler takes, with ``headers`` (:func:`schemas.message_headers`)."""
         ep = handler.entry_point
         message = _unique(self.messages, f"{ep}.{handler.kind}")
         summary = _first_line(handler.doc)
@@ -270,7 +281,7 @@ class _Document:
             ep,
             f"{_TITLES[handler.kind]} {ep}",
             summary,
-            schemas.message_headers(message_type, **fixed),
+            headers,
             self._payload(message, handler.payload or schemas.ANY_OBJECT),
             correlated=correlated,
         )

@@ -140,7 +140,9 @@ def describe_config(loaded: ServerConfig) -> ServerContract:
     conf = loaded.connection
     options = conf.ssl_options or {}
     broker = Broker(
-        urls=tuple(conf.to_url().split(",")),
+        urls=(conf.to_url(),)
+        if conf.driver == "memory"
+        else tuple(conf.address_url(address) for address in conf.hosts),
         addresses=tuple(conf.hosts),
         virtual_host=conf.virtual_host,
         username=conf.credentials.username,

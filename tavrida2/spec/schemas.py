@@ -66,28 +66,34 @@ def headers() -> dict[str, Any]:
     }
 
 
-def message_headers(message_type: str, **fixed: Any) -> dict[str, Any]:
-    """What a message of ``message_type`` adds to the common headers: fixed values.
+def message_headers(
+    message_type: str,
+    fixed: Mapping[str, str] | None = None,
+    *,
+    deadline: bool = False,
+    broadcast: bool = False,
+) -> dict[str, Any]:
+    """What a message of ``message_type`` adds to the common headers.
 
-    ``fixed``: header values every such message has (``destination=...``);
-    ``deadline=True`` adds the header of a waiting caller's deadline,
-    ``broadcast=True`` the header that marks a broadcast.
+    ``fixed``: header values every such message has (``{"destination": ...}``);
+    ``deadline``: it may carry the deadline of a caller that waits;
+    ``broadcast``: it carries the header that marks a broadcast.
     """
     properties: dict[str, Any] = {"message_type": {"const": message_type}}
     required: list[str] = []
-    if fixed.pop("deadline", False):
+    if deadline:
         properties[DEADLINE_HEADER] = {
             "type": "integer",
             "description": "When a caller that waits stops waiting (epoch milliseconds); "
             "a server does not run the request after it.",
         }
-    if fixed.pop("broadcast", False):
+    if broadcast:
         properties[BROADCAST_HEADER] = {
             "const": True,
             "description": "Sent to every running instance of the service.",
         }
         required.append(BROADCAST_HEADER)
-    properties.update({name: {"const": value} for name, value in fixed.items()})
+    properties.update({name: {"const": value} for name, value in (fixed or {}).items()})
     extra: dict[str, Any] = {"properties": properties}
     if required:
         extra["required"] = required
