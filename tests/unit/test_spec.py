@@ -505,10 +505,8 @@ def test_spec_prints_json_by_default_and_writes_a_file(
     assert code == 0, err
     assert_valid_asyncapi(json.loads(out))
     target = tmp_path / "shop.yaml"
-    code, out, err = run_cli(
-        "spec", str(path), "--format", "asyncapi-yaml", "-o", str(target), "--api-version",
-        "2.1.0", capsys=capsys,
-    )  # fmt: skip
+    argv = ["spec", str(path), "--format", "asyncapi-yaml", "-o", str(target)]
+    code, out, err = run_cli(*argv, "--api-version", "2.1.0", capsys=capsys)
     assert code == 0, err
     assert out == ""
     assert err == f"tavrida2: wrote {target}\n"
