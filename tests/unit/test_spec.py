@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from tavrida2 import cli, configfile, spec
 from tavrida2.spec import schemas
 from tavrida2.spec.yamltext import dump_yaml
+from tests.unit.tls_support import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).resolve().parent / "asyncapi" / "asyncapi-3.0.0.json"
@@ -481,6 +482,29 @@ def test_servers_of_several_brokers_mask_the_password(tmp_path: Path) -> None:
     assert exchange_of(document, "shop.order")["vhost"] == "shop"
     assert document["operations"]["shop.publish"]["bindings"]["amqp"]["deliveryMode"] == 1
     assert "`app`" in document["components"]["securitySchemes"]["userPassword"]["description"]
+
+
+def test_a_tls_broker_with_a_client_certificate(tmp_path: Path) -> None:
+    (tmp_path / "tls").mkdir()
+    make_pki(tmp_path / "tls")
+    path = write_deployment(
+        tmp_path,
+        """
+        [connection]
+        ssl = true
+
+        [ssl]
+        ca_certs = tls/ca.pem
+        certfile = tls/client.pem
+        keyfile = tls/client.key
+        """,
+    )
+    document = spec.asyncapi_document(spec.describe_config(configfile.load(path, environ={})))
+    assert_valid_asyncapi(document)
+    server = document["servers"]["rabbitmq"]
+    assert (server["protocol"], server["host"]) == ("amqps", "localhost:5671")
+    assert server["security"][1] == {"$ref": "#/components/securitySchemes/X509"}
+    assert document["components"]["securitySchemes"]["X509"]["type"] == "X509"
 
 
 def test_the_in_memory_broker_is_a_server_of_its_own_kind(tmp_path: Path) -> None:
