@@ -15,10 +15,11 @@ A request handler may return a dict (sent as the Response), a ``Response``, an
 ``Error``, or ``None``; an exception it raises becomes an Error. ``None`` (or
 ``{}``) sends no answer to a call like Shop's below, whose answer would go to a
 response handler, as in Tavrida 1.0; a caller that waits for the answer (a
-client's ``call()``) gets an empty Response. The Inventory service below shows each; the Shop service calls them all
-and receives the answers in its response and error handlers, and a
-notification in its subscription handler. Inventory logs the exception of
-``broken`` with its traceback on stderr: that is expected.
+client's ``call()``) gets an empty Response. The Inventory service below
+shows each; the Shop service calls them all and receives the answers in its
+response and error handlers, and a notification in its subscription handler.
+Inventory logs the exception of ``broken`` with its traceback on stderr: that
+is expected.
 
 Run::
 
