@@ -52,6 +52,8 @@ class Rig:
         self.discovery = discovery.LocalDiscovery()
         self.specs: list[tuple[str, str, list[type[service.ServiceController]], Any]] = []
         self._started: list[server.Server] = []
+        #: User headers of the client's messages.
+        self.client_headers: dict[str, Any] | None = None
 
     @property
     def is_async(self) -> bool:
@@ -91,7 +93,9 @@ class Rig:
                 srv.start()
         result = None
         if action is not None:
-            with client.RPCClient(self.config(), self.discovery, source="compat_app") as cli:
+            with client.RPCClient(
+                self.config(), self.discovery, source="compat_app", headers=self.client_headers
+            ) as cli:
                 result = action(cli)
         self.broker.run_until_idle()
         return result
@@ -104,7 +108,7 @@ class Rig:
             result = None
             if action is not None:
                 async with client.AsyncRPCClient(
-                    self.config(), self.discovery, source="compat_app"
+                    self.config(), self.discovery, source="compat_app", headers=self.client_headers
                 ) as cli:
                     result = action(cli)
                     if inspect.isawaitable(result):

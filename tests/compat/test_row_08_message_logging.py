@@ -1,0 +1,106 @@
+"""Row 8: the log lines of every message sent and received, as Tavrida 1.0 wrote them.
+
+1.0 logged each incoming and each outgoing AMQP message at DEBUG on the
+``tavrida.steps`` logger, ``Incoming AMQP message with headers '...' and body
+'...'`` (``Outgoing`` for sent ones), with the values of the
+``authorization`` and ``proxy-authorization`` headers (any case) shown as
+``<authorization>`` and ``<proxy-authorization>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tavrida2 import dispatcher, service
+from tavrida2.postprocessor import PostProcessor
+from tavrida2.preprocessor import PreProcessor
+from tavrida2.steps import LogIncomingAMQPMessageMiddleware
+from tests.compat.memory_rig import Rig
+
+SECRET = "Bearer s3cr3t-t0ken"
+
+
+@pytest.fixture(params=["sync", "async"])
+def rig(request: pytest.FixtureRequest) -> Any:
+    made = Rig(request.param)
+    yield made
+    made.stop()
+
+
+def echo_service(rig: Rig) -> None:
+    @dispatcher.rpc_service("l_echo")
+    class Echo(service.ServiceController):
+        @dispatcher.rpc_method(service="l_echo", method="echo")
+        def echo(self, request, proxy, value):
+            return {"value": value}
+
+    rig.serve("l_echo_queue", "l_echo_exchange", Echo)
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "tavrida.steps"]
+
+
+def test_each_message_in_and_out_is_logged_on_tavrida_steps(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tavrida.steps")
+    echo_service(rig)
+    rig.client_headers = {"Authorization": SECRET, "proxy-authorization": SECRET, "x-k": "v"}
+
+    rig.run(lambda cli: cli.l_echo.echo(value=5).call(timeout=5))
+
+    logged = lines(caplog)
+    outgoing = [t for t in logged if t.startswith("Outgoing AMQP message with headers '")]
+    incoming = [t for t in logged if t.startswith("Incoming AMQP message with headers '")]
+    # the client's request and the server's answer, each sent once and received once
+    assert len(outgoing) == len(incoming) == 2, logged
+    for text in logged:
+        assert SECRET not in text
+        assert "'Authorization': '<authorization>'" in text
+        assert "'proxy-authorization': '<proxy-authorization>'" in text
+        assert "'x-k': 'v'" in text
+    assert any("and body '{\"context\": " in t and '"payload": {"value": 5}' in t for t in logged)
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "tavrida.steps")
+
+
+def test_the_steps_are_not_in_the_pipeline_unless_debug_is_on() -> None:
+    logging.getLogger("tavrida.steps").setLevel(logging.INFO)
+    try:
+        pre = PreProcessor(router=_empty_table(), service_list=[])
+        post = PostProcessor(driver=_NoDriver(), discovery=_discovery())
+    finally:
+        logging.getLogger("tavrida.steps").setLevel(logging.NOTSET)
+
+    assert not any(isinstance(step, LogIncomingAMQPMessageMiddleware) for step in pre._steps)
+    assert post._log_step is None
+
+
+def test_the_steps_are_in_the_pipeline_when_debug_is_on(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tavrida.steps")
+
+    pre = PreProcessor(router=_empty_table(), service_list=[])
+    post = PostProcessor(driver=_NoDriver(), discovery=_discovery())
+
+    assert isinstance(pre._steps[0], LogIncomingAMQPMessageMiddleware)
+    assert post._log_step is not None
+
+
+def _empty_table() -> Any:
+    from tavrida2.router import RoutingTable
+
+    return RoutingTable([])
+
+
+def _discovery() -> Any:
+    from tavrida2.discovery import LocalDiscovery
+
+    return LocalDiscovery()
+
+
+class _NoDriver:
+    def publish(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing is published here")
