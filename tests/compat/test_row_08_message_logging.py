@@ -63,7 +63,7 @@ def test_each_message_in_and_out_is_logged_on_tavrida_steps(
         assert "'Authorization': '<authorization>'" in text
         assert "'proxy-authorization': '<proxy-authorization>'" in text
         assert "'x-k': 'v'" in text
-    assert any("and body '{\"context\": " in t and '"payload": {"value": 5}' in t for t in logged)
+    assert any('and body \'{"context": ' in t and '"payload": {"value": 5}' in t for t in logged)
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "tavrida.steps")
 
 
