@@ -384,7 +384,9 @@ def _topology(args: argparse.Namespace) -> int:
     topology = srv.topology()
     print("exchanges:")
     for exchange in topology.exchanges:
-        print(f"  {exchange.name} ({exchange.type}{', durable' if exchange.durable else ''})")
+        alternate = f", alternate-exchange {exchange.alternate}" if exchange.alternate else ""
+        durable = ", durable" if exchange.durable else ""
+        print(f"  {exchange.name} ({exchange.type}{durable}{alternate})")
     print("queues:")
     for queue in topology.queues:
         arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
@@ -392,6 +394,19 @@ def _topology(args: argparse.Namespace) -> int:
     print("bindings:")
     for binding in topology.bindings:
         print(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    for link in topology.exchange_bindings:
+        print(f"  {link.source} --[{link.routing_key}]--> exchange {link.destination}")
+    for unbinding in topology.unbindings:
+        print(
+            f"  removed: {unbinding.exchange} --[{unbinding.routing_key}]--> {unbinding.queue}"
+        )
+    if topology.method_queues:
+        print("methods with a queue of their own:")
+        for method_queue in topology.method_queues:
+            print(
+                f"  {method_queue.entry_point}: {method_queue.name}, "
+                f"prefetch {method_queue.prefetch}"
+            )
     return 0
 
 
