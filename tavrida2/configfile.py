@@ -343,6 +343,14 @@ def import_controller(path: str, dotted: str, where: str) -> type[ServiceControl
     return cls
 
 
+def check_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Read and check a server config file without importing its controllers; its sections."""
+    file = os.fspath(path)
+    sections = read_sections(file)
+    _check(file, sections)
+    return sections
+
+
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Read, check and resolve a server config file (controllers imported, discovery read)."""
     file = os.fspath(path)
@@ -391,7 +399,7 @@ def services_folder(file: str, server: Mapping[str, Any]) -> str | None:
     services = server.get("services")
     if not isinstance(services, str):
         return None
-    return os.path.join(os.path.dirname(os.path.abspath(file)), services)
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), services))
 
 
 def _folder_entries(file: str, server: Mapping[str, Any]) -> list[ServiceEntry]:
