@@ -65,17 +65,21 @@ class Deployment:
             )
         )
         self.log = folder / "server.log"
+        self.workers = 1
 
     def write(self, version: Any) -> None:
         self.controller.write_text(CONTROLLER.format(version=version))
 
 
-@pytest.fixture
-def deployed(tmp_path: Path, names: Names) -> Iterator[tuple[Deployment, subprocess.Popen[str]]]:
+@pytest.fixture(params=[1, 2], ids=["one-process", "two-workers"])
+def deployed(
+    tmp_path: Path, names: Names, request: pytest.FixtureRequest
+) -> Iterator[tuple[Deployment, subprocess.Popen[str]]]:
     deployment = Deployment(tmp_path, names)
+    deployment.workers = request.param
     with open(deployment.log, "w") as out:
         proc = subprocess.Popen(
-            [COMMAND, "run", str(deployment.config), "--reload"],
+            [COMMAND, "run", str(deployment.config), "--reload", "--workers", str(request.param)],
             cwd=tmp_path,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -83,7 +87,7 @@ def deployed(tmp_path: Path, names: Names) -> Iterator[tuple[Deployment, subproc
         )
     try:
         wait_until(
-            lambda: consumers(deployment.queue) == 1 or proc.poll() is not None,
+            lambda: consumers(deployment.queue) == request.param or proc.poll() is not None,
             "the server consuming",
         )
         assert proc.poll() is None, deployment.log.read_text()
@@ -114,10 +118,13 @@ def test_an_edited_controller_answers_after_the_restart(
         time.sleep(0.5)
         deployment.write(2)
         wait_until(lambda: version(cli) == 2, "the new version answering")
+        # every worker was started again: none answers the old version
+        wait_until(lambda: consumers(deployment.queue) == deployment.workers, "all workers")
+        assert [version(cli) for _ in range(6)] == [2] * 6
 
         deployment.write("(")  # a syntax error: the server cannot start
         wait_until(
-            lambda: "exited with status 2" in deployment.log.read_text(),
+            lambda: "it starts again when a file changes" in deployment.log.read_text(),
             "the failed start reported",
         )
         log = deployment.log.read_text()
