@@ -24,7 +24,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from tavrida2 import exceptions
-from tavrida2.messages import IncomingResponse
+from tavrida2.messages import IncomingResponse, fqcn
 
 #: The code of a call that got a Response.
 OK = 0
@@ -56,7 +56,7 @@ def failed(error: Exception) -> Outcome:
         }
         return True, (error.remote_code, details)
     code = exceptions.error_code(error)
-    return False, (code, {"class": type(error).__name__, "message": str(error), "code": code})
+    return False, (code, {"class": fqcn(error), "message": str(error), "code": code})
 
 
 async def awaited(answer: Awaitable[IncomingResponse]) -> Outcome:

@@ -65,14 +65,14 @@ def test_no_answer_in_time_is_not_ok_with_the_timeout_code(bus: Bus) -> None:
     bus.declare_unconsumed_calc_queue()
     ok, (code, result) = bus.run(lambda cli: cli.calc.add(a=1, b=2).try_call(timeout=0.2))
     assert (ok, code) == (False, 1058)
-    assert result["class"] == "CallTimeout" and result["code"] == 1058
+    assert result["class"] == "tavrida2.exceptions.CallTimeout" and result["code"] == 1058
     bus.broker.delete_queue(CALC_QUEUE)
 
 
 def test_a_request_nobody_takes_is_not_ok_and_unroutable(bus: Bus) -> None:
     bus.broker.declare_exchange(CALC_EXCHANGE)
     ok, (code, result) = bus.run(lambda cli: cli.calc.add(a=1, b=2).try_call(timeout=1))
-    assert (ok, code, result["class"]) == (False, 1042, "UnroutableMessage")
+    assert (ok, code, result["class"]) == (False, 1042, "tavrida2.exceptions.UnroutableMessage")
 
 
 def test_a_closed_client_is_a_connection_failure_not_an_exception() -> None:
@@ -81,7 +81,7 @@ def test_a_closed_client_is_a_connection_failure_not_an_exception() -> None:
     method = cli.calc.add
     cli.close()
     ok, (code, result) = method(a=1, b=2).try_call(timeout=1)
-    assert (ok, code, result["class"]) == (False, 1052, "ConnectionClosed")
+    assert (ok, code, result["class"]) == (False, 1052, "tavrida2.exceptions.ConnectionClosed")
 
 
 @pytest.mark.parametrize(
