@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tavrida2 import client, config, dispatcher, exceptions, server, service
+from tavrida2 import cli, client, config, dispatcher, exceptions, server, service
 from tavrida2.drivers.memory import MemoryBroker
 from tavrida2.drivers.topology import ExchangeBindingSpec, MethodQueue, UnbindingSpec
 from tests.unit.test_calls import Bus
@@ -304,3 +304,32 @@ def test_a_handler_that_raises_timeout_error_itself_is_not_a_handler_timeout() -
     rig.serve(QUEUE, EXCHANGE, MQ)
     ok, (code, result) = rig.run(lambda cli: cli.mq.own().try_call(timeout=5))
     assert ok and code != 1063 and result["message"] == "the database"
+
+
+def test_the_topology_command_shows_the_method_routing(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "controllers").mkdir()
+    (tmp_path / "controllers" / "mq.py").write_text(
+        "from tavrida2 import dispatcher, service\n\n"
+        '@dispatcher.rpc_service("mq")\n'
+        "class MQ(service.ServiceController):\n"
+        '    @dispatcher.rpc_method(method="slow", prefetch=2, timeout=9)\n'
+        "    def slow(self, request, proxy):\n"
+        "        return {}\n"
+    )
+    (tmp_path / "services.ds").write_text(f"[mq]\nexchange = {EXCHANGE}\n")
+    ini = tmp_path / "server.ini"
+    ini.write_text(
+        f'[server]\nqueue_name = "{QUEUE}"\nexchange_name = "{EXCHANGE}"\n'
+        'discovery = "services.ds"\nservices = "controllers/"\ndead_letters = false\n'
+    )
+    assert cli.main(["topology", str(ini)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{QUEUE}.mq.by-method (topic, durable, alternate-exchange {QUEUE}.mq.other-methods)" in out
+    )
+    assert f"{EXCHANGE} --[mq.#]--> exchange {QUEUE}.mq.by-method" in out
+    assert f"{QUEUE}.mq.by-method --[mq.slow]--> {SLOW_QUEUE}" in out
+    assert f"removed: {EXCHANGE} --[mq.#]--> {QUEUE}" in out
+    assert f"mq.slow: {SLOW_QUEUE}, prefetch 2" in out

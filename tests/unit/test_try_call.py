@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from tavrida2 import client, config, exceptions, messages
+from tavrida2 import client, config, dispatcher, exceptions, messages, service
 from tests.unit.test_calls import (
     CALC_EXCHANGE,
     CALC_QUEUE,
+    FRONT_EXCHANGE,
+    FRONT_QUEUE,
     SOURCE,
     Bus,
     calc_discovery,
@@ -97,3 +99,34 @@ def test_a_closed_client_is_a_connection_failure_not_an_exception() -> None:
 def test_programmer_errors_still_raise(calc: Bus, call: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         calc.run(call)
+
+
+def test_a_handler_may_try_call_too(bus: Bus) -> None:
+    seen: list[messages.Message] = []
+    bus.serve(CALC_QUEUE, CALC_EXCHANGE, calc_service(seen))
+    disc = calc_discovery()
+
+    if bus.is_async:
+
+        @dispatcher.rpc_service("front")
+        class Front(service.ServiceController):
+            @dispatcher.rpc_method(method="ask")
+            async def ask(self, request, proxy):
+                good = await proxy.calc.add(a=1, b=2).try_call(timeout=5)
+                bad = await proxy.calc.fail(kind="builtin", text="x").try_call(timeout=5)
+                return {"good": list(good), "bad_code": bad[1][0]}
+
+    else:
+
+        @dispatcher.rpc_service("front")
+        class Front(service.ServiceController):  # type: ignore[no-redef]
+            @dispatcher.rpc_method(method="ask")
+            def ask(self, request, proxy):
+                good = proxy.calc.add(a=1, b=2).try_call(timeout=5)
+                bad = proxy.calc.fail(kind="builtin", text="x").try_call(timeout=5)
+                return {"good": list(good), "bad_code": bad[1][0]}
+
+    Front.set_discovery(disc)
+    bus.serve(FRONT_QUEUE, FRONT_EXCHANGE, Front)
+    answer = bus.run(lambda cli: cli.front.ask().call(timeout=10))
+    assert answer.payload == {"good": [True, [0, {"sum": 3}]], "bad_code": 1000}
