@@ -36,9 +36,12 @@ def check_config(path: str) -> configfile.ServerConfig:
 
 
 def worker_specs(
-    configs: Sequence[str], workers: int, log_level: str | None = None
+    configs: Sequence[str], workers: int, log_level: str | None = None, otel: bool = False
 ) -> list[WorkerSpec]:
-    """``workers`` specs per config, named ``CONFIG#1`` .. ``CONFIG#N``; configs checked first."""
+    """``workers`` specs per config, named ``CONFIG#1`` .. ``CONFIG#N``; configs checked first.
+
+    ``otel``: each worker runs with ``--otel``.
+    """
     if workers < 1:
         raise ValueError(f"workers={workers}: expected 1 or more")
     loaded = [check_config(path) for path in configs]
@@ -53,7 +56,7 @@ def worker_specs(
             specs.append(
                 WorkerSpec(
                     name=f"{path}#{seen[path]}",
-                    argv=[*command, "run", os.path.abspath(path)],
+                    argv=[*command, "run", os.path.abspath(path), *(["--otel"] if otel else [])],
                     stop_timeout=config.stop_timeout,
                     slot=slot,
                 )
@@ -66,9 +69,10 @@ def run(
     workers: int,
     log_level: str | None = None,
     policy: RestartPolicy | None = None,
+    otel: bool = False,
 ) -> int:
     """Check the configs, then supervise their workers until SIGTERM/SIGINT; the exit code."""
-    specs = worker_specs(configs, workers, log_level)
+    specs = worker_specs(configs, workers, log_level, otel)
     print(
         f"tavrida2: {workers} worker process(es) for each of {', '.join(configs)}; "
         "Ctrl-C stops them all",
