@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tavrida2 import cli, client, config, discovery, dispatcher, exceptions, server, service
+from tavrida2.deadletter import DeadLetterPolicy
 from tavrida2.drivers.memory import MemoryBroker, MemoryDriver
 from tavrida2.engine import SyncEngine
 from tavrida2.messages import new_id
@@ -63,6 +64,7 @@ class Rig:
         self.seen: list[dict[str, Any]] = []
         self.classes = chain_services(self.is_async, EXCHANGES, self.seen)
         self.sync_servers: list[server.Server] = []
+        self.dead_letters: DeadLetterPolicy | bool = False
 
     @property
     def is_async(self) -> bool:
@@ -84,7 +86,13 @@ class Rig:
                 f"{cls.service_name}_queue",
                 EXCHANGES[cls.service_name],
                 [cls],
-                dead_letters=False,
+                dead_letters=(
+                    DeadLetterPolicy.for_queue(
+                        f"{cls.service_name}_queue", max_attempts=2, retry_delay=0
+                    )
+                    if self.dead_letters
+                    else False
+                ),
                 otel=self.telemetry,
             )
             for cls in self.classes
@@ -259,6 +267,25 @@ def test_a_failing_cast_marks_its_consumer_span_with_the_handlers_exception(rig:
     assert handled.status.status_code is StatusCode.ERROR
     [event] = exception_events(handled)
     assert event["exception.type"] == "KeyError"
+
+
+def test_each_attempt_of_a_retried_cast_is_a_span_under_the_one_that_sent_it(
+    sync_rig: Rig,
+) -> None:
+    sync_rig.dead_letters = True
+    sync_rig.run(lambda cli: cli.test_chuck.explode(n=3).cast())
+    broker = MemoryBroker.get(BROKER)
+    wait_for(
+        lambda: broker.run_until_idle() >= 0 and len(sync_rig.exporter.get_finished_spans()) >= 3,
+        "the retry",
+    )
+    spans = sync_rig.spans(3)
+    sent = one(spans, "send test_chuck.explode", SpanKind.PRODUCER)
+    attempts = [s for s in spans if s.kind == SpanKind.CONSUMER]
+    assert len(attempts) == 2
+    for attempt in attempts:
+        assert parent_of(attempt) == span_id(sent)
+        assert attempt.status.status_code is StatusCode.ERROR
 
 
 def test_a_request_for_an_unknown_method_is_recorded_once(sync_rig: Rig) -> None:
