@@ -35,7 +35,7 @@ from tavrida2.service import ServiceController
 
 if TYPE_CHECKING:
     from tavrida2.configfile import ServerConfig
-    from tavrida2.drivers.base import AsyncDeliveryCallback, DeliveryCallback
+    from tavrida2.otel.incoming import DeliveryTracing
     from tavrida2.otel.settings import Telemetry
 
 log = logging.getLogger(__name__)
@@ -227,23 +227,14 @@ class Server:
                 controller.postprocessor.tracer = self.tracer
         return preprocessor
 
-    def _sync_consumer(self, engine: SyncEngine) -> DeliveryCallback:
-        """What the sync driver calls per delivery: the engine's, in a span if traced."""
+    def _delivery_tracing(self, engine: SyncEngine | AsyncEngine) -> DeliveryTracing | None:
+        """The span of each delivery the engine handles (None when not traced)."""
         if self.telemetry is None:
-            return engine.on_delivery
+            return None
         from tavrida2.otel.incoming import DeliveryTracing, report_failure
 
         engine.on_failure = report_failure
-        return DeliveryTracing(self.telemetry, self._config).wrap_sync(engine.on_delivery)
-
-    def _async_consumer(self, engine: AsyncEngine) -> AsyncDeliveryCallback:
-        """As :meth:`_sync_consumer`, for the async driver."""
-        if self.telemetry is None:
-            return engine.on_delivery
-        from tavrida2.otel.incoming import DeliveryTracing, report_failure
-
-        engine.on_failure = report_failure
-        return DeliveryTracing(self.telemetry, self._config).wrap_async(engine.on_delivery)
+        return DeliveryTracing(self.telemetry, self._config)
 
     def _calls(self, calls: CallsT) -> CallsT:
         calls.tracer = self.tracer
@@ -288,7 +279,10 @@ class Server:
             service._heartbeat = driver.send_heartbeat
         lifecycle = self._lifecycle = Lifecycle(self, driver)
         lifecycle.call_hooks("pre_start")
-        on_delivery = self._sync_consumer(engine)
+        tracing = self._delivery_tracing(engine)
+        on_delivery = (
+            engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+        )
         for queue in self._consumed_queues():
             driver.consume(queue, on_delivery, self._config.prefetch_count)
         log.info(
@@ -432,7 +426,10 @@ class Server:
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
-            on_delivery = self._async_consumer(engine)
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_async(engine.on_delivery)
+            )
             for queue_name in self._consumed_queues():
                 await driver.consume(queue_name, on_delivery, self._config.prefetch_count)
             log.info(

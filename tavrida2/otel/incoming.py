@@ -9,6 +9,8 @@ handlers). It ends once the delivery's disposition is decided.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry import context, trace
@@ -93,20 +95,26 @@ class DeliveryTracing:
         current = context.set_value(_HANDLING, handling, trace.set_span_in_context(span, parent))
         return handling, current
 
+    @contextlib.contextmanager
+    def _handling(self, amqp_message: AMQPMessage) -> Iterator[None]:
+        """The delivery's span, current while the engine handles it; ended after."""
+        handling, current = self._start(amqp_message)
+        token = context.attach(current)
+        try:
+            yield
+        except BaseException as exc:
+            handling.fail(exc)
+            raise
+        finally:
+            context.detach(token)
+            handling.span.end()
+
     def wrap_sync(self, on_delivery: DeliveryCallback) -> DeliveryCallback:
         """The sync engine's ``on_delivery``, each call in its span."""
 
         def traced(amqp_message: AMQPMessage) -> Disposition:
-            handling, current = self._start(amqp_message)
-            token = context.attach(current)
-            try:
+            with self._handling(amqp_message):
                 return on_delivery(amqp_message)
-            except BaseException as exc:
-                handling.fail(exc)
-                raise
-            finally:
-                context.detach(token)
-                handling.span.end()
 
         return traced
 
@@ -114,16 +122,8 @@ class DeliveryTracing:
         """The async engine's ``on_delivery``: its task runs in the span's context."""
 
         async def traced(amqp_message: AMQPMessage) -> Disposition:
-            handling, current = self._start(amqp_message)
-            token = context.attach(current)
-            try:
+            with self._handling(amqp_message):
                 return await on_delivery(amqp_message)
-            except BaseException as exc:
-                handling.fail(exc)
-                raise
-            finally:
-                context.detach(token)
-                handling.span.end()
 
         return traced
 

@@ -18,8 +18,11 @@ from tavrida2.workers.state import RestartPolicy
 from tavrida2.workers.supervisor import Supervisor, WorkerSpec
 
 
-def check_config(path: str) -> configfile.ServerConfig:
-    """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built."""
+def check_config(path: str, otel: bool = False) -> configfile.ServerConfig:
+    """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built.
+
+    ``otel``: as ``tavrida2 run --otel`` would (OpenTelemetry must be installed).
+    """
     from tavrida2.server import Server, file_server_arguments
 
     loaded = configfile.load(path)
@@ -31,7 +34,9 @@ def check_config(path: str) -> configfile.ServerConfig:
         )
     loaded.bind_discovery()
     # builds nothing on the broker: checks the handlers against the engine, stop_timeout, ...
-    Server(**file_server_arguments(loaded))
+    arguments = file_server_arguments(loaded)
+    arguments["otel"] = arguments["otel"] or otel
+    Server(**arguments)
     return loaded
 
 
@@ -44,7 +49,7 @@ def worker_specs(
     """
     if workers < 1:
         raise ValueError(f"workers={workers}: expected 1 or more")
-    loaded = [check_config(path) for path in configs]
+    loaded = [check_config(path, otel) for path in configs]
     command = [sys.executable, "-m", "tavrida2"]
     if log_level:
         command += ["--log-level", log_level]

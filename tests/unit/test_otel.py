@@ -497,16 +497,24 @@ def test_otel_of_the_wrong_kind_is_a_config_error() -> None:
 
 
 def test_otel_without_opentelemetry_installed_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    path = str(config_file(tmp_path))
     for name in [m for m in sys.modules if m.startswith(("opentelemetry", "tavrida2.otel."))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # type: ignore[arg-type]
     conf = config.ConnectionConfig.from_url(f"memory://{BROKER}")
     with pytest.raises(exceptions.ConfigError, match=r"pip install 'tavrida2\[otel\]'"):
         client.RPCClient(conf, discovery.LocalDiscovery(), source="script", otel=True)
+    with pytest.raises(exceptions.ConfigError, match="OpenTelemetry is not installed"):
+        launch.worker_specs([path], 2, otel=True)  # before any worker starts
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", path, "--otel"])
+    assert stopped.value.code == cli.EXIT_USAGE
+    assert "OpenTelemetry is not installed; pip install" in capsys.readouterr().err
     # off, nothing of OpenTelemetry is needed
     client.RPCClient(conf, discovery.LocalDiscovery(), source="script").close()
+    assert len(launch.worker_specs([path], 2)) == 2
 
 
 CONTROLLER = """
