@@ -350,9 +350,12 @@ def test_a_message_without_a_usable_context_starts_a_new_trace(
     assert int(GOOD_TRACEPARENT.split("-")[1], 16) != trace_id(span)
 
 
-def test_a_message_from_a_traced_peer_continues_its_trace(sync_rig: Rig) -> None:
+@pytest.mark.parametrize("encode", [str, str.encode], ids=["str", "bytes"])
+def test_a_message_from_a_traced_peer_continues_its_trace(
+    sync_rig: Rig, encode: Callable[[str], Any]
+) -> None:
     sync_rig.run(lambda cli: None)
-    raw_cast({"traceparent": GOOD_TRACEPARENT, "tracestate": "vendor=1"})
+    raw_cast({"traceparent": encode(GOOD_TRACEPARENT), "tracestate": encode("vendor=1")})
     MemoryBroker.get(BROKER).run_until_idle()
     [span] = sync_rig.spans(1)
     assert f"{trace_id(span):032x}" == GOOD_TRACEPARENT.split("-")[1]
