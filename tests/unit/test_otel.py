@@ -303,9 +303,9 @@ def test_a_request_for_an_unknown_method_is_recorded_once(sync_rig: Rig) -> None
 # -- messages that bring no usable context ----------------------------------------------
 
 
-def raw_cast(headers: dict[str, Any]) -> None:
+def raw_cast(headers: dict[str, Any], body: bytes | None = None) -> None:
     """Publish a cast to ``test_chuck.note`` as a foreign client would."""
-    body = json.dumps({"context": {}, "payload": {"n": 1}}).encode()
+    body = body if body is not None else json.dumps({"context": {}, "payload": {"n": 1}}).encode()
     tavrida = {
         "correlation_id": new_id(),
         "request_id": new_id(),
@@ -362,6 +362,18 @@ def test_a_message_from_a_traced_peer_continues_its_trace(
     assert span.parent is not None and span.parent.is_remote
     assert f"{span.parent.span_id:016x}" == GOOD_TRACEPARENT.split("-")[2]
     assert span.parent.trace_state.get("vendor") == "1"
+
+
+def test_a_cast_that_cannot_be_handled_marks_its_span(sync_rig: Rig) -> None:
+    sync_rig.run(lambda cli: None)
+    raw_cast({"traceparent": GOOD_TRACEPARENT}, body=b"not json")
+    MemoryBroker.get(BROKER).run_until_idle()
+    [span] = sync_rig.spans(1)
+    assert (span.name, span.kind) == ("process test_chuck.note", SpanKind.CONSUMER)
+    assert span.status.status_code is StatusCode.ERROR
+    [event] = exception_events(span)
+    assert event["exception.type"] == "tavrida2.exceptions.MalformedBody"
+    assert sync_rig.seen == []
 
 
 # -- casts, notifications, Tavrida 1.0's calls ------------------------------------------
