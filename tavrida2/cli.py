@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes per config, competing on its queue, under a supervisor that "
         "restarts them (default 1: one config is served in this process)",
     )
+    run.add_argument(
+        "--otel",
+        action="store_true",
+        help="trace every message with OpenTelemetry (the tavrida2[otel] extra; the spans go "
+        "to the global TracerProvider, e.g. set up by opentelemetry-instrument)",
+    )
     run.set_defaults(handler=_run)
 
     for name, handler in (("call", _call), ("cast", _cast)):
@@ -241,9 +247,9 @@ def _run(args: argparse.Namespace) -> int:
     from tavrida2.workers.link import SupervisorLink
 
     if len(args.config) > 1 or args.workers > 1:
-        return launch.run(args.config, args.workers, args.log_level)
+        return launch.run(args.config, args.workers, args.log_level, otel=args.otel)
     link = SupervisorLink.from_environment()
-    srv = CLIServer(args.config[0])
+    srv = CLIServer(args.config[0], otel=args.otel)
     if link is not None:
         link.attach(srv)
     print(
