@@ -20,6 +20,8 @@
     stop_timeout = 30
     ; seconds between announcements on tavrida2.heartbeat (announce = false: none)
     announce_period = 5
+    ; OpenTelemetry spans of every message (the tavrida2[otel] extra)
+    otel = true
 
     [connection]
     host = localhost
@@ -113,6 +115,7 @@ SCHEMA: dict[str, Any] = {
                 "announce_period": {"type": "number", "exclusiveMinimum": 0},
                 "queue_type": {"enum": list(QUEUE_TYPES)},
                 "delivery_limit": {"type": "integer", "minimum": 1},
+                "otel": {"type": "boolean"},
             },
             "required": ["queue_name", "exchange_name", "services"],
             "additionalProperties": False,
@@ -211,6 +214,8 @@ class ServerConfig:
     trace: dict[str, Any] | None = None
     #: ``"classic"`` or ``"quorum"`` (:mod:`tavrida2.queuetypes`).
     queue_type: str = CLASSIC
+    #: Whether the server traces its messages with OpenTelemetry (:mod:`tavrida2.otel`).
+    otel: bool = False
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -372,6 +377,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         _announce_period(server),
         dict(sections["trace"]) if "trace" in sections else None,
         server.get("queue_type", CLASSIC),
+        bool(server.get("otel", False)),
     )
 
 

@@ -16,6 +16,7 @@ from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
 from tavrida2.config import ConnectionConfig
 from tavrida2.deadletter import DeadLetterPolicy, DeadLetters
+from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.dispatcher import HandlerInfo
 from tavrida2.drivers import create_async_driver, create_sync_driver
@@ -24,6 +25,7 @@ from tavrida2.drivers.topology import QueueSpec, Topology, server_topology
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
 from tavrida2.lifecycle import Lifecycle
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
+from tavrida2.otel import load as load_telemetry
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.queuetypes import CLASSIC, QUORUM, check_queue_type, mismatch
@@ -33,6 +35,8 @@ from tavrida2.service import ServiceController
 
 if TYPE_CHECKING:
     from tavrida2.configfile import ServerConfig
+    from tavrida2.otel.incoming import DeliveryTracing
+    from tavrida2.otel.settings import Telemetry
 
 log = logging.getLogger(__name__)
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
@@ -51,7 +55,9 @@ class Server:
     time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
     with up to ``prefetch_count`` messages in flight. ``queue_type="quorum"``
     declares the server's queue as a RabbitMQ quorum queue (replicated; see
-    :mod:`tavrida2.queuetypes`).
+    :mod:`tavrida2.queuetypes`). ``otel=True`` (or a
+    ``tavrida2.otel.Telemetry``) traces every message it handles and sends
+    with OpenTelemetry (the ``tavrida2[otel]`` extra; :mod:`tavrida2.otel`).
 
     Example::
 
@@ -73,6 +79,7 @@ class Server:
         tracer: Tracer | None = None,
         announce_period: float | Literal["default"] | None = "default",
         queue_type: str = CLASSIC,
+        otel: bool | Telemetry = False,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -100,6 +107,8 @@ class Server:
         self.stop_timeout = float(stop_timeout)
         #: Sees every message this server receives and sends (:mod:`tavrida2.tracing`).
         self.tracer = tracer
+        #: OpenTelemetry's spans of this server's messages (:mod:`tavrida2.otel`); None: off.
+        self.telemetry = load_telemetry(otel)
         if announce_period == "default":
             # nothing listens in a process of in-memory brokers (tests, demos)
             announce_period = None if config.driver == "memory" else DEFAULT_ANNOUNCE_PERIOD
@@ -193,6 +202,17 @@ class Server:
             queue_type=self.queue_type,
         )
 
+    def _postprocessor(
+        self, publisher: Publisher, discovery: AbstractDiscovery, calls: Calls | None = None
+    ) -> PostProcessor:
+        if self.telemetry is None:
+            return PostProcessor(publisher, discovery, calls)
+        from tavrida2.otel.outgoing import TracedPostProcessor
+
+        return TracedPostProcessor(
+            publisher, discovery, calls, telemetry=self.telemetry, config=self._config
+        )
+
     def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
         preprocessor, self._services = self._pipeline(publisher, calls)
         return preprocessor
@@ -202,10 +222,11 @@ class Server:
     ) -> tuple[PreProcessor, list[ServiceController]]:
         """A preprocessor and the controller instances it hands messages to."""
         services = [
-            cls(PostProcessor(publisher, cls.get_discovery(), calls)) for cls in self._service_list
+            cls(self._postprocessor(publisher, cls.get_discovery(), calls))
+            for cls in self._service_list
         ]
         fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
-        errors = PostProcessor(publisher, fallback)
+        errors = self._postprocessor(publisher, fallback)
         for controller in services:
             controller._describe_server = self.describe
         preprocessor = PreProcessor(RoutingTable(services), services, errors)
@@ -214,6 +235,15 @@ class Server:
             for controller in services:
                 controller.postprocessor.tracer = self.tracer
         return preprocessor, services
+
+    def _delivery_tracing(self, engine: SyncEngine | AsyncEngine) -> DeliveryTracing | None:
+        """The span of each delivery the engine handles (None when not traced)."""
+        if self.telemetry is None:
+            return None
+        from tavrida2.otel.incoming import DeliveryTracing, report_failure
+
+        engine.on_failure = report_failure
+        return DeliveryTracing(self.telemetry, self._config)
 
     def _calls(self, calls: CallsT) -> CallsT:
         calls.tracer = self.tracer
@@ -258,8 +288,12 @@ class Server:
             service._heartbeat = driver.send_heartbeat
         lifecycle = self._lifecycle = Lifecycle(self, driver)
         lifecycle.call_hooks("pre_start")
+        tracing = self._delivery_tracing(engine)
+        on_delivery = (
+            engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+        )
         for queue in self._consumed_queues():
-            driver.consume(queue, engine.on_delivery, self._config.prefetch_count)
+            driver.consume(queue, on_delivery, self._config.prefetch_count)
         self._start_method_consumers()
         log.info(
             "server %s: consuming %s (%s) for %s",
@@ -308,7 +342,11 @@ class Server:
             for controller in services:
                 controller._heartbeat = driver.send_heartbeat
             engine = SyncEngine(preprocessor, self._dead_letters(), driver.publish)
-            driver.consume(method_queue.name, engine.on_delivery, method_queue.prefetch)
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+            )
+            driver.consume(method_queue.name, on_delivery, method_queue.prefetch)
             log.info(
                 "server %s: consuming %s for %s, %s at once",
                 self._exchange_name,
@@ -467,10 +505,14 @@ class Server:
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_async(engine.on_delivery)
+            )
             for queue_name in self._consumed_queues():
-                await driver.consume(queue_name, engine.on_delivery, self._config.prefetch_count)
+                await driver.consume(queue_name, on_delivery, self._config.prefetch_count)
             for method_queue in topology.method_queues:
-                await driver.consume(method_queue.name, engine.on_delivery, method_queue.prefetch)
+                await driver.consume(method_queue.name, on_delivery, method_queue.prefetch)
             log.info(
                 "server %s: consuming %s (%s, async engine)",
                 self._exchange_name,
@@ -523,6 +565,7 @@ def file_server_arguments(loaded: ServerConfig) -> dict[str, Any]:
         "stop_timeout": loaded.stop_timeout,
         "announce_period": loaded.announce_period,
         "queue_type": loaded.queue_type,
+        "otel": loaded.otel,
     }
 
 
@@ -533,12 +576,15 @@ class CLIServer(Server):
     its entry names; a bad file raises ``ConfigError`` naming the file,
     section and key. This is what ``tavrida2 run CONFIG`` runs.
 
+    ``otel=True`` traces with OpenTelemetry even if the file does not say
+    ``otel = true`` (``tavrida2 run --otel``).
+
     Example::
 
         server.CLIServer("hello.ini").run()
     """
 
-    def __init__(self, config_file: str | os.PathLike[str]) -> None:
+    def __init__(self, config_file: str | os.PathLike[str], otel: bool = False) -> None:
         from tavrida2 import configfile
 
         loaded = configfile.load(config_file)
@@ -555,7 +601,9 @@ class CLIServer(Server):
                 ) from None
         #: The checked contents of the file.
         self.file_config = loaded
-        super().__init__(**file_server_arguments(loaded), tracer=tracer)
+        arguments = file_server_arguments(loaded)
+        arguments["otel"] = arguments["otel"] or otel
+        super().__init__(**arguments, tracer=tracer)
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:
