@@ -111,6 +111,32 @@ class _ClientBase:
             proxy = self._services[name] = self._proxy[name]
         return proxy
 
+    def try_call(
+        self,
+        destination: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call ``"service.method"`` with ``payload``; ``(ok, (code, result))``, never raising
+        for an Error answer, a timeout or a lost connection (see :mod:`tavrida2.outcomes`).
+
+        The same as ``cli.<service>.<method>(**payload).try_call(timeout=timeout)``
+        (rabibridge's ``try_remote_call``); with ``service=`` fixed, ``destination``
+        may be the method alone. On :class:`AsyncRPCClient` it returns an awaitable.
+        """
+        if not isinstance(destination, str):
+            raise TypeError(f"destination must be 'service.method', got {destination!r}")
+        if payload is not None and not isinstance(payload, dict):
+            raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+        if "." not in destination and self._service is not None:
+            destination = f"{self._service}.{destination}"
+        target = entry_point.parse(destination)
+        if not isinstance(target, entry_point.EntryPoint) or not target.method:
+            raise exceptions.WrongEntryPointFormat(value=destination)
+        method = getattr(self._service_proxy(target.service), target.method)
+        return method(**(payload or {})).try_call(timeout=timeout)
+
     def add_headers(self, headers: dict[str, Any]) -> None:
         """Add user headers to every request this client sends."""
         self._proxy.add_headers(headers)
