@@ -361,7 +361,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
                 "key (the path of a .ds file)",
             )
         ds_file = os.path.join(folder, ds_path)
-        listed = DSFile(ds_file).services.get(service["name"])
+        listed = DSFile(ds_file).entries.get(service["name"])
         if listed is None:
             raise _error(
                 file,
