@@ -6,7 +6,7 @@ in-memory broker by default; the ``rabbitmq`` tests run the same samples with
 deleted afterwards. A sample passes when it exits 0, prints its key lines, and
 logs on stderr no error but the ones it provokes on purpose.
 
-samples/deploy/ (config-file and .ds-file deployments, run with the
+samples/deploy/ and samples/from-1.0/ (config-file and .ds-file deployments, run with the
 ``tavrida2`` command) is tested with the command line, not here.
 """
 
@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = ROOT / "samples"
 #: Folders of samples/ that other tests run.
-TESTED_ELSEWHERE = ("deploy", "agents")
+TESTED_ELSEWHERE = ("deploy", "agents", "from-1.0")
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
 
 
