@@ -2,8 +2,10 @@
 
 The sample's files are copied to a folder of the test, with the prefix
 ``from10_`` of its exchanges and queues made unique; both servers are started
-with the ``tavrida2`` command, on the sample's 1.0-style config files (1.0's
-keys, ``[ssl]`` with empty values, Python-literal values), and driven by the
+with the ``tavrida2`` command, or as 1.0 started them (``python
+shop_server.py --config-file shop_config.cfg``), on the sample's 1.0-style
+config files (1.0's keys, ``[ssl]`` with empty values, Python-literal
+values), and driven by the
 sample's client script, which finds them with the sample's 1.0-style custom
 discovery. Checked: a handler returning None answers a waiting caller with an
 empty Response and a 1.0-style call not at all; the middleware saw every kind
@@ -61,7 +63,15 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         connection.close()
 
 
-def test_the_1_0_project_runs_under_tavrida2_run(project: tuple[Path, str]) -> None:
+def server_command(launch: str, folder: Path, name: str) -> list[str]:
+    if launch == "tavrida2_run":
+        return [COMMAND, "run", str(folder / f"{name}_config.cfg")]
+    # as Tavrida 1.0 ran it: the server script with --config-file, from its folder
+    return [sys.executable, f"{name}_server.py", "--config-file", f"{name}_config.cfg"]
+
+
+@pytest.mark.parametrize("launch", ["tavrida2_run", "script"])
+def test_the_1_0_project_runs_under_tavrida2(project: tuple[Path, str], launch: str) -> None:
     folder, prefix = project
     environment = {**os.environ, "TAVRIDA2_URL": BROKER_URL}
     processes: dict[str, subprocess.Popen[str]] = {}
@@ -70,8 +80,8 @@ def test_the_1_0_project_runs_under_tavrida2_run(project: tuple[Path, str]) -> N
         for name in SERVERS:
             with open(logs[name], "w") as out:
                 processes[name] = subprocess.Popen(
-                    [COMMAND, "run", str(folder / f"{name}_config.cfg")],
-                    cwd=ROOT,
+                    server_command(launch, folder, name),
+                    cwd=ROOT if launch == "tavrida2_run" else folder,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     text=True,
@@ -79,8 +89,9 @@ def test_the_1_0_project_runs_under_tavrida2_run(project: tuple[Path, str]) -> N
                 )
         for name in SERVERS:
             wait_until(
-                lambda n=name: consumers(f"{prefix}{n}_queue") == 1
-                or processes[n].poll() is not None,
+                lambda n=name: (
+                    consumers(f"{prefix}{n}_queue") == 1 or processes[n].poll() is not None
+                ),
                 f"{name} consuming",
             )
             assert processes[name].poll() is None, logs[name].read_text()
@@ -113,14 +124,16 @@ def test_the_1_0_project_runs_under_tavrida2_run(project: tuple[Path, str]) -> N
         "released": ["teapot"],
         "restock_attempts": 2,  # WarehouseBusy (nackable) requeued it once
     }
-    # the two orders run side by side: their events interleave
+    # the two orders run side by side: their events interleave. An error's class is
+    # its module's: the script's own classes are __main__'s, as in 1.0
+    module = "stock_server" if launch == "tavrida2_run" else "__main__"
     assert sorted(result["status"]["events"]) == sorted(
         [
             "order teapot x2",
             "reserved teapot, 1 left",
             "low stock: teapot",
             "order cup x50",
-            "reserve failed: stock_server.OutOfStock (code 2001)",
+            f"reserve failed: {module}.OutOfStock (code 2001)",
         ]
     ), result
     assert "release answered" not in result["status"]["events"]  # stock.release returned {}
