@@ -214,3 +214,9 @@ def test_no_tavrida2_error_shares_a_code_with_another_error() -> None:
         assert names == {n for n, c in CODES_10.items() if c == code}
     tavrida2_only = {code for code, names in by_code.items() if not names & set(CODES_10)}
     assert not tavrida2_only & set(CODES_10.values())
+
+
+def test_messages_keep_tavrida2_wording() -> None:
+    """The text is for people; 1.0's had slips ("must exists", "occured") that are fixed."""
+    assert str(exceptions.FieldMustExist(field="source")) == "Field source must exist in message"
+    assert exceptions.DEFAULT_ERROR_MESSAGE == "Unknown error occurred"
