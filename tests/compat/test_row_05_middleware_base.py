@@ -22,7 +22,7 @@ def rig(request: pytest.FixtureRequest) -> Any:
     made.stop()
 
 
-def test_the_base_can_be_created_and_passes_the_message_on() -> None:
+def test_row_05a_the_base_can_be_created_and_passes_the_message_on() -> None:
     message = messages.IncomingRequestCast(
         {"source": "a.b", "destination": "c.d", "message_type": "request"}, {}, {"x": 1}
     )
@@ -30,7 +30,7 @@ def test_the_base_can_be_created_and_passes_the_message_on() -> None:
     assert middleware.Middleware().process(message) is message
 
 
-def test_a_subclass_that_only_extends_process_through_super_works(rig: Rig) -> None:
+def test_row_05a_a_subclass_that_extends_process_through_super_works(rig: Rig) -> None:
     seen: list[str] = []
 
     class Counting(middleware.Middleware):
@@ -57,7 +57,7 @@ def test_a_subclass_that_only_extends_process_through_super_works(rig: Rig) -> N
     assert seen == ["request", "response"]  # the incoming request, then the answer
 
 
-def test_a_subclass_overriding_nothing_is_a_step_that_changes_nothing(rig: Rig) -> None:
+def test_row_05a_a_subclass_overriding_nothing_changes_nothing(rig: Rig) -> None:
     class Marker(middleware.Middleware):
         """A 1.0 user's marker class: no process() of its own."""
 

@@ -68,7 +68,7 @@ def serve_both(rig: Rig, mode: str, seen: list[Any]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["none", "empty_dict"])
-def test_a_1_0_style_call_gets_no_answer(rig: Rig, mode: str) -> None:
+def test_row_06a_a_1_0_style_call_gets_no_answer(rig: Rig, mode: str) -> None:
     seen: list[Any] = []
     serve_both(rig, mode, seen)
 
@@ -79,7 +79,7 @@ def test_a_1_0_style_call_gets_no_answer(rig: Rig, mode: str) -> None:
     assert rig.broker.messages_in("n_hello_queue") == []
 
 
-def test_an_explicit_empty_response_is_sent_as_in_1_0(rig: Rig) -> None:
+def test_row_06a_an_explicit_empty_response_is_sent_as_in_1_0(rig: Rig) -> None:
     seen: list[Any] = []
     serve_both(rig, "empty_response", seen)
 
@@ -89,7 +89,7 @@ def test_an_explicit_empty_response_is_sent_as_in_1_0(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("mode", ["none", "empty_dict"])
-def test_a_caller_that_waits_gets_an_empty_response(rig: Rig, mode: str) -> None:
+def test_row_06b_kept_a_caller_that_waits_gets_an_empty_response(rig: Rig, mode: str) -> None:
     rig.serve("n_world_queue", "n_world_exchange", world_service(mode))
 
     answer = rig.run(lambda cli: cli.n_world.world(param=2).call(timeout=5))
@@ -99,7 +99,7 @@ def test_a_caller_that_waits_gets_an_empty_response(rig: Rig, mode: str) -> None
 
 
 @pytest.mark.parametrize("mode", ["none", "empty_dict"])
-def test_a_call_from_a_tavrida_1_0_service_gets_no_answer(rig: Rig, mode: str) -> None:
+def test_row_06a_a_call_from_a_tavrida_1_0_service_gets_no_answer(rig: Rig, mode: str) -> None:
     """A 1.0 service's request (reply_to header, no AMQP reply_to): as 1.0 answered it."""
     world = world_service(mode)
     rig.serve("n_world_queue", "n_world_exchange", world)
@@ -122,7 +122,7 @@ def test_a_call_from_a_tavrida_1_0_service_gets_no_answer(rig: Rig, mode: str) -
     assert rig.broker.unroutable == rig.broker.discarded == []
 
 
-def test_another_empty_result_is_an_error_not_silence(rig: Rig) -> None:
+def test_row_06c_kept_another_empty_result_is_an_error_not_silence(rig: Rig) -> None:
     """1.0 sent nothing for any false result (``[]``, ``0``, ``""``); tavrida2 keeps its
     WrongResponse: a handler returning a list has a bug its caller should hear of."""
     seen: list[Any] = []

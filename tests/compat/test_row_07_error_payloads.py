@@ -96,7 +96,7 @@ def answers_to_a_1_0_caller(rig: Rig, names: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_1_0_caller_reads_1_0_class_names_and_codes(rig: Rig) -> None:
+def test_row_07a_a_1_0_caller_reads_1_0_class_names_and_codes(rig: Rig) -> None:
     raising_service(rig)
     names = sorted(CODES_10)
 
@@ -107,7 +107,7 @@ def test_a_1_0_caller_reads_1_0_class_names_and_codes(rig: Rig) -> None:
     ]
 
 
-def test_tavrida2_only_errors_keep_their_names_builtins_their_bare_name(rig: Rig) -> None:
+def test_row_07c_kept_tavrida2_errors_keep_their_names_builtins_their_bare_name(rig: Rig) -> None:
     raising_service(rig)
 
     [validation, driver, value] = answers_to_a_1_0_caller(
@@ -123,7 +123,7 @@ def test_tavrida2_only_errors_keep_their_names_builtins_their_bare_name(rig: Rig
     assert (value["class"], value["code"]) == ("ValueError", 1000)
 
 
-def test_a_tavrida2_caller_reads_tavrida2_names(rig: Rig) -> None:
+def test_row_07d_kept_a_tavrida2_caller_reads_tavrida2_names(rig: Rig) -> None:
     raising_service(rig)
     names = ("UnableToDiscover", "ConfigFileIsNotDefined")
 
@@ -151,7 +151,7 @@ def test_a_tavrida2_caller_reads_tavrida2_names(rig: Rig) -> None:
     ]
 
 
-def test_an_error_from_a_tavrida_1_0_service_reads_with_tavrida2_names(rig: Rig) -> None:
+def test_row_07d_kept_an_error_from_a_1_0_service_reads_with_tavrida2_names(rig: Rig) -> None:
     got: list[dict[str, Any]] = []
 
     @dispatcher.rpc_service("e_caller")
@@ -194,11 +194,11 @@ def all_error_classes() -> list[type[Exception]]:
     return [*found, DuplicateMessage]
 
 
-def test_every_1_0_error_keeps_its_1_0_code() -> None:
+def test_row_07b_every_1_0_error_keeps_its_1_0_code() -> None:
     assert {name: getattr(exceptions, name)().code for name in CODES_10} == CODES_10
 
 
-def test_no_tavrida2_error_shares_a_code_with_another_error() -> None:
+def test_row_07b_no_tavrida2_error_shares_a_code_with_another_error() -> None:
     """Codes are told apart; a subclass that inherits its base's code is a kind of it."""
     by_code: dict[int, set[str]] = {}
     for cls in all_error_classes():
@@ -216,7 +216,7 @@ def test_no_tavrida2_error_shares_a_code_with_another_error() -> None:
     assert not tavrida2_only & set(CODES_10.values())
 
 
-def test_messages_keep_tavrida2_wording() -> None:
+def test_row_07e_kept_messages_keep_tavrida2_wording() -> None:
     """The text is for people; 1.0's had slips ("must exists", "occured") that are fixed."""
     assert str(exceptions.FieldMustExist(field="source")) == "Field source must exist in message"
     assert exceptions.DEFAULT_ERROR_MESSAGE == "Unknown error occurred"

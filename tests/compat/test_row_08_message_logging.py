@@ -44,7 +44,7 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "tavrida.steps"]
 
 
-def test_each_message_in_and_out_is_logged_on_tavrida_steps(
+def test_row_08a_each_message_in_and_out_is_logged_on_tavrida_steps(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="tavrida.steps")
@@ -67,7 +67,7 @@ def test_each_message_in_and_out_is_logged_on_tavrida_steps(
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "tavrida.steps")
 
 
-def test_the_steps_are_not_in_the_pipeline_unless_debug_is_on() -> None:
+def test_row_08b_kept_the_steps_are_not_in_the_pipeline_unless_debug_is_on() -> None:
     logging.getLogger("tavrida.steps").setLevel(logging.INFO)
     try:
         pre = PreProcessor(router=_empty_table(), service_list=[])
@@ -79,7 +79,9 @@ def test_the_steps_are_not_in_the_pipeline_unless_debug_is_on() -> None:
     assert post._log_step is None
 
 
-def test_the_steps_are_in_the_pipeline_when_debug_is_on(caplog: pytest.LogCaptureFixture) -> None:
+def test_row_08b_the_steps_are_in_the_pipeline_when_debug_is_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="tavrida.steps")
 
     pre = PreProcessor(router=_empty_table(), service_list=[])
@@ -104,3 +106,23 @@ def _discovery() -> Any:
 class _NoDriver:
     def publish(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("nothing is published here")
+
+
+def test_row_08c_kept_payload_secrets_and_url_passwords_are_masked_too(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1.0 logged the body as it was; tavrida2 also masks sensitive keys and URL passwords."""
+    caplog.set_level(logging.DEBUG, logger="tavrida.steps")
+    echo_service(rig)
+
+    rig.run(
+        lambda cli: cli.l_echo.echo(value={"authorization": SECRET, "dsn": "amqp://u:pw@h/"}).call(
+            timeout=5
+        )
+    )
+
+    logged = lines(caplog)
+    assert logged
+    for text in logged:
+        assert SECRET not in text and ":pw@" not in text
+    assert any('"authorization": "<authorization>"' in t and "amqp://u:***@h/" in t for t in logged)

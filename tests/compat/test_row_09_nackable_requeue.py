@@ -67,7 +67,9 @@ def dead_letters(rig: Rig) -> list[Any]:
 
 
 @pytest.mark.parametrize("kind", ["nackable", "nackable_marker"])
-def test_a_nackable_error_is_requeued_at_once_then_dead_lettered(rig: Rig, kind: str) -> None:
+def test_row_09a_a_nackable_error_is_requeued_at_once_then_dead_lettered(
+    rig: Rig, kind: str
+) -> None:
     runs: list[int] = []
     times: list[float] = []
     rig.serve(QUEUE, EXCHANGE, worker(runs, kind, times))
@@ -82,7 +84,7 @@ def test_a_nackable_error_is_requeued_at_once_then_dead_lettered(rig: Rig, kind:
     assert rig.broker.messages_in(f"{QUEUE}.retry") == []
 
 
-def test_a_plain_error_is_retried_later_not_acknowledged_as_in_1_0(rig: Rig) -> None:
+def test_row_09b_kept_a_plain_error_is_retried_later_not_acknowledged(rig: Rig) -> None:
     runs: list[int] = []
     times: list[float] = []
     rig.serve(QUEUE, EXCHANGE, worker(runs, "plain", times))
@@ -101,7 +103,7 @@ def test_a_plain_error_is_retried_later_not_acknowledged_as_in_1_0(rig: Rig) -> 
         assert waiting.properties["expiration"] == "1000"
 
 
-def test_an_ackable_error_is_dead_lettered_at_once(rig: Rig) -> None:
+def test_row_09c_kept_an_ackable_error_is_dead_lettered_at_once(rig: Rig) -> None:
     runs: list[int] = []
     rig.serve(QUEUE, EXCHANGE, worker(runs, "ackable"))
 
@@ -112,7 +114,7 @@ def test_an_ackable_error_is_dead_lettered_at_once(rig: Rig) -> None:
     assert dead.headers["x-tavrida2-error-class"] == f"{__name__}.Hopeless"
 
 
-def test_without_dead_letters_a_nackable_error_is_rejected_not_requeued_for_ever(
+def test_row_09d_kept_without_dead_letters_a_nackable_error_is_rejected(
     rig: Rig,
 ) -> None:
     runs: list[int] = []
