@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tavrida2 import dispatcher, service
+from tavrida2 import dispatcher, exceptions, service
 from tavrida2.postprocessor import PostProcessor
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.steps import LogIncomingAMQPMessageMiddleware
@@ -126,3 +126,35 @@ def test_row_08c_kept_payload_secrets_and_url_passwords_are_masked_too(
     for text in logged:
         assert SECRET not in text and ":pw@" not in text
     assert any('"authorization": "<authorization>"' in t and "amqp://u:***@h/" in t for t in logged)
+
+
+def test_row_08d_kept_tavrida2s_own_logs_are_on_tavrida2_loggers(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing call handler: 1.0 logged on ``tavrida.service``, tavrida2 on ``tavrida2.*``."""
+
+    @dispatcher.rpc_service("l_fail")
+    class Fail(service.ServiceController):
+        @dispatcher.rpc_method(service="l_fail", method="fail")
+        def fail(self, request, proxy):
+            raise ValueError("broken")
+
+    rig.serve("l_fail_queue", "l_fail_exchange", Fail)
+
+    def call(cli: Any) -> Any:
+        async def waiting() -> None:
+            with pytest.raises(exceptions.RemoteError):
+                await cli.l_fail.fail().call(timeout=5)
+
+        if rig.is_async:
+            return waiting()
+        with pytest.raises(exceptions.RemoteError):
+            cli.l_fail.fail().call(timeout=5)
+        return None
+
+    with caplog.at_level(logging.ERROR):
+        rig.run(call)
+
+    [record] = [r for r in caplog.records if "l_fail.fail failed" in r.getMessage()]
+    assert record.name == "tavrida2.service"
+    assert not [r for r in caplog.records if r.name.startswith("tavrida.")]
