@@ -658,7 +658,15 @@ def get_services() -> list[dict[str, Any]]:
     """The service dicts of ``[server] services`` of the file :func:`get_config` read."""
     if not _loaded:
         raise exceptions.ConfigFileIsNotDefined()
-    return copy.deepcopy(list(_loaded["sections"]["server"]["services"]))
+    services = _loaded["sections"]["server"]["services"]
+    if isinstance(services, str):
+        raise _error(
+            _loaded["path"],
+            "section [server], key 'services'",
+            f"{services!r} is a folder of controllers; Tavrida 1.0's helpers read a list "
+            "of services (the folder's services are known once the server loads it)",
+        )
+    return copy.deepcopy(list(services))
 
 
 def get_services_controllers() -> list[str]:

@@ -596,6 +596,7 @@ class CLIServer(Server):
         self,
         config_file: str | os.PathLike[str] | None = None,
         project_name: str | None = None,
+        *,
         otel: bool = False,
     ) -> None:
         from tavrida2 import configfile

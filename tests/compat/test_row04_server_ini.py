@@ -385,3 +385,12 @@ def test_row_04p_kept_an_unknown_key_is_refused(project: Project) -> None:
     project.config.write_text(original.replace("[ssl]\n", "[ssl]\ndo_handshake_on_connect=1\n"))
     with pytest.raises(exceptions.ConfigError, match="unknown key 'do_handshake_on_connect'"):
         server.CLIServer(project.config)
+
+
+def test_row_04i_the_helpers_refuse_a_services_folder_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "folder.cfg"
+    path.write_text('[server]\nqueue_name=q\nexchange_name=e\nservices="controllers/"\n')
+    configfile.get_config([], config_file=str(path))
+
+    with pytest.raises(exceptions.ConfigError, match="'controllers/' is a folder"):
+        configfile.get_services_names()
