@@ -2,8 +2,9 @@
 
 The codes of Tavrida 1.0 are kept for 1.0's errors, including the codes 1.0
 gave two classes (1022, 1030, 1031); tavrida2's own errors have codes 1040 and
-up, none of them a code of a 1.0 error. In Error payloads the ``class`` of a 1.0 error reads
-``tavrida.exceptions.X`` as 1.0 sent it (:mod:`tavrida2.errornames`)::
+up, none of them a code of a 1.0 error. In Error payloads the ``class`` of a
+1.0 error reads ``tavrida.exceptions.X``, as 1.0 sent it
+(:mod:`tavrida2.errornames`)::
 
     Exception
     └── TavridaError (1000)                       alias: BaseException
