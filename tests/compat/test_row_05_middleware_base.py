@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tavrida2 import dispatcher, messages, middleware, service
+from tavrida2 import dispatcher, exceptions, messages, middleware, service
 from tests.compat.memory_rig import Rig
 
 
@@ -76,3 +76,79 @@ def test_row_05a_a_subclass_overriding_nothing_changes_nothing(rig: Rig) -> None
     answer = rig.run(lambda cli: cli.mw_plain.echo(value="v").call(timeout=5))
 
     assert answer.payload == {"value": "v"}
+
+
+class Refuse(middleware.Middleware):
+    def process(self, message):
+        raise PermissionError("no entry")
+
+
+class ReturnNothing(middleware.Middleware):
+    def process(self, message):
+        return None
+
+
+def guarded_service(
+    runs: list[str], incoming: list[Any], outgoing: list[Any]
+) -> type[service.ServiceController]:
+    @dispatcher.rpc_service("mw_guarded")
+    class Guarded(service.ServiceController):
+        def __init__(self, postprocessor):
+            super().__init__(postprocessor)
+            for step in incoming:
+                self.add_incoming_middleware(step)
+            for step in outgoing:
+                self.add_outgoing_middleware(step)
+
+        @dispatcher.rpc_method(service="mw_guarded", method="go")
+        def go(self, request, proxy):
+            runs.append("go")
+            return {"went": True}
+
+    return Guarded
+
+
+def test_row_05b_kept_a_cast_an_incoming_middleware_refuses_is_not_handled(rig: Rig) -> None:
+    """1.0 went on to the handler when a middleware raised on a cast; tavrida2 stops there."""
+    runs: list[str] = []
+    rig.serve("mw_g_queue", "mw_g_exchange", guarded_service(runs, [Refuse()], []))
+
+    rig.run(lambda cli: cli.mw_guarded.go().cast())
+
+    assert runs == []
+    if not rig.is_async:  # retried later, as a failing handler's cast (row 9b)
+        [waiting] = rig.broker.messages_in("mw_g_queue.retry")
+        assert waiting.headers["x-tavrida2-attempt"] == 2
+
+
+@pytest.mark.parametrize(
+    ("incoming", "outgoing", "remote_class", "code"),
+    [
+        ([ReturnNothing()], [], "tavrida2.exceptions.IncorrectMessage", 1031),
+        ([], [Refuse()], "PermissionError", 1000),
+        ([], [ReturnNothing()], "tavrida2.exceptions.IncorrectOutgoingMessage", 1031),
+    ],
+    ids=["incoming_returns_none", "outgoing_raises", "outgoing_returns_none"],
+)
+def test_row_05c_kept_a_call_whose_middleware_fails_is_answered_with_an_error(
+    rig: Rig, incoming: list[Any], outgoing: list[Any], remote_class: str, code: int
+) -> None:
+    """1.0 answered nothing (the exception reached its driver); tavrida2 answers an Error."""
+    runs: list[str] = []
+    rig.serve("mw_g_queue", "mw_g_exchange", guarded_service(runs, incoming, outgoing))
+
+    def call(cli: Any) -> Any:
+        async def waiting() -> exceptions.RemoteError:
+            with pytest.raises(exceptions.RemoteError) as caught:
+                await cli.mw_guarded.go().call(timeout=5)
+            return caught.value
+
+        if rig.is_async:
+            return waiting()
+        with pytest.raises(exceptions.RemoteError) as caught:
+            cli.mw_guarded.go().call(timeout=5)
+        return caught.value
+
+    error = rig.run(call)
+
+    assert (error.remote_class, error.code) == (remote_class, code)
