@@ -11,6 +11,7 @@ timeout.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -137,3 +138,18 @@ def test_row_06c_kept_another_empty_result_is_an_error_not_silence(rig: Rig) -> 
         "tavrida2.exceptions.WrongResponse",
         1009,
     )
+
+
+def test_row_06c_kept_a_cast_returning_a_wrong_type_is_logged_and_acknowledged(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1.0 dropped a cast handler's result silently; tavrida2 logs a wrong one (no retry)."""
+    rig.serve("n_world_queue", "n_world_exchange", world_service("empty_list"))
+
+    with caplog.at_level(logging.ERROR, logger="tavrida2.service"):
+        rig.run(lambda cli: cli.n_world.world(param=4).cast())
+
+    [record] = [r for r in caplog.records if "Got incorrect response []" in r.getMessage()]
+    assert record.getMessage().startswith("n_world: ")
+    assert rig.broker.messages_in("n_world_queue.retry") == []
+    assert rig.broker.messages_in("n_world_queue.dlq") == []
