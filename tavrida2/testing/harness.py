@@ -44,6 +44,8 @@ from tavrida2.testing.outbox import CannedAnswer, RecordingPostProcessor, Sent, 
 
 #: The ``source`` of the requests a harness sends, as a script's client would.
 TEST_CLIENT = "test_client"
+#: The direct reply-to queue of that client, where answers to its calls go.
+REPLY_QUEUE = "amq.rabbitmq.reply-to.tavrida2-test"
 
 
 def exchange_of(service: str) -> str:
@@ -283,7 +285,11 @@ class ControllerHarness:
         if kind is Response:
             wire_headers.setdefault("request_id", new_id())
         message = kind(wire_headers, dict(context or {}), dict(payload or {}))
-        return self._run(AMQPMessage.create_from_message(message))
+        wire = AMQPMessage.create_from_message(message)
+        if reply_to:
+            # a waiting client: the answer goes to its direct reply-to queue
+            wire.reply_to, wire.correlation_id = REPLY_QUEUE, message.request_id
+        return self._run(wire)
 
     def _run(self, wire: AMQPMessage) -> HandlerOutcome:
         """Validate, route and handle ``wire`` as a server does; what it did."""

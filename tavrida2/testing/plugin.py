@@ -106,9 +106,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker(WITH_RABBITMQ) is None:
         return
     if "tavrida2_broker_url" not in metafunc.fixturenames:
-        raise pytest.UsageError(
+        pytest.fail(
             f"{metafunc.definition.nodeid}: @pytest.mark.{WITH_RABBITMQ} needs a test that "
-            "uses the tavrida2_broker_url or tavrida2_server fixture"
+            "uses the tavrida2_broker_url or tavrida2_server fixture",
+            pytrace=False,
         )
     metafunc.parametrize(
         "tavrida2_broker_url",
