@@ -7,8 +7,13 @@ an address where nothing listens. The helpers are checked directly.
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -706,4 +711,69 @@ def test_admin_choice() -> None:
 def test_rabbitmqctl_admin_failure_is_reported() -> None:
     admin = RabbitmqctlAdmin("/nonexistent/rabbitmqctl")
     with pytest.raises(RabbitMQUnavailable, match="add_vhost"):
+        admin.create("v", "guest")
+
+
+class FakeManagementAPI:
+    """An HTTP server that records requests like RabbitMQ's management API would get them."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.requests: list[tuple[str, str, str, Any]] = []
+        self.status = status
+        recorded = self.requests
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                auth = self.headers.get("Authorization", "")
+                recorded.append((self.command, self.path, auth, body))
+                self.send_response(api.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_DELETE = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def management_api() -> Iterator[FakeManagementAPI]:
+    api = FakeManagementAPI()
+    yield api
+    api.close()
+
+
+def test_management_admin_creates_grants_and_deletes(management_api: FakeManagementAPI) -> None:
+    admin = ManagementAdmin(management_api.url + "/", "us@r", "pw")
+    assert admin.answers()
+    admin.create("t/1", "us@r")
+    admin.delete("t/1")
+    auth = "Basic " + base64.b64encode(b"us@r:pw").decode()
+    everything = {"configure": ".*", "write": ".*", "read": ".*"}
+    assert management_api.requests == [
+        ("GET", "/api/overview", auth, None),
+        ("PUT", "/api/vhosts/t%2F1", auth, {}),
+        ("PUT", "/api/permissions/t%2F1/us%40r", auth, everything),
+        ("DELETE", "/api/vhosts/t%2F1", auth, None),
+    ]
+
+
+def test_management_admin_reports_http_errors(management_api: FakeManagementAPI) -> None:
+    management_api.status = 401
+    admin = ManagementAdmin(management_api.url, "guest", "wrong")
+    assert not admin.answers()
+    with pytest.raises(RabbitMQUnavailable, match=r"PUT /api/vhosts/v: HTTP 401"):
         admin.create("v", "guest")
