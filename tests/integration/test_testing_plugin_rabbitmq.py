@@ -11,6 +11,7 @@ import pytest
 from tavrida2 import dispatcher, service
 from tavrida2.testing import RunningServices, Vhost, VhostFactory
 from tavrida2.testing.vhosts import DEFAULT_URL
+from tests.plugin_sample import copy_sample
 
 pytest_plugins = ["pytester"]
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]
@@ -49,6 +50,13 @@ def declare_and_use_a_queue(url: str) -> int:
         return int(channel.queue_declare("plugin-probe", passive=True).method.message_count)
     finally:
         connection.close()
+
+
+def test_the_docs_examples_pass_on_both_brokers(pytester: pytest.Pytester) -> None:
+    copy_sample(pytester)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "--tavrida2-require-rabbitmq")
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines(["*test_greeting_through_the_broker?rabbitmq? PASSED*"])
 
 
 def test_rabbitmq_vhost_is_fresh_usable_and_deleted(pytester: pytest.Pytester) -> None:

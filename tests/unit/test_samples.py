@@ -24,8 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = ROOT / "samples"
-#: Folders of samples/ that other tests run.
-TESTED_ELSEWHERE = ("deploy", "agents")
+#: Folders of samples/ that other tests run (testing/: test_testing_plugin.py).
+TESTED_ELSEWHERE = ("deploy", "agents", "testing")
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
 
 

@@ -36,6 +36,7 @@ from tavrida2.testing.vhosts import (
     RabbitMQUnavailable,
     choose_admin,
 )
+from tests.plugin_sample import copy_sample
 
 pytest_plugins = ["pytester"]
 
@@ -74,6 +75,12 @@ def test_the_plugin_is_loaded_through_its_entry_point(pytester: pytest.Pytester)
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_the_docs_examples_pass_on_the_memory_broker(pytester: pytest.Pytester) -> None:
+    copy_sample(pytester)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "not rabbitmq")
+    result.assert_outcomes(passed=6, deselected=1)
 
 
 # -- tavrida2_isolation ------------------------------------------------------------------
