@@ -239,12 +239,12 @@ class ControllerHarness:
         request = IncomingRequestCall(
             {
                 "correlation_id": new_id(),
+                **(headers or {}),
                 "request_id": new_id(),
                 "message_type": "request",
                 "source": to,
                 "destination": source,
                 "reply_to": to,
-                **(headers or {}),
             },
             dict(context or {}),
             {},
@@ -275,6 +275,9 @@ class ControllerHarness:
         reply_to: str = "",
     ) -> HandlerOutcome:
         """Build the message as its sender would (``kind``), and handle its wire form."""
+        for name, value in (("payload", payload), ("context", context), ("headers", headers)):
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
         wire_headers: dict[str, Any] = {
             "correlation_id": new_id(),
             **(headers or {}),

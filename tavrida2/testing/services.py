@@ -166,16 +166,15 @@ class RunningServices:
             time.sleep(0.01)
 
     def wait_until_idle(self, timeout: float = WAIT) -> None:
-        """``memory://``: deliver until no message waits or is being handled."""
+        """``memory://``: deliver until no message waits or is being handled.
+
+        Delivers to the servers started with ``in_thread=False`` first.
+        """
         broker = self.broker
-        if any(not t for t in self._thread_flags()):
+        if len(self._threads) < len(self.servers):
             broker.run_until_idle()
         if not broker.wait_until_idle(timeout):
             raise AssertionError(f"the memory broker was not idle within {timeout} s")
-
-    def _thread_flags(self) -> list[bool]:
-        threaded = {id(srv) for srv, _ in self._threads}
-        return [id(srv) in threaded for srv in self.servers]
 
     def stop(self) -> None:
         """Close the clients, stop the servers and wait for them; forget the wiring."""

@@ -784,3 +784,26 @@ def test_management_admin_reports_http_errors(management_api: FakeManagementAPI)
     assert not admin.answers()
     with pytest.raises(RabbitMQUnavailable, match=r"PUT /api/vhosts/v: HTTP 401"):
         admin.create("v", "guest")
+
+
+def test_harness_headers_travel_on_and_keep_the_correlation_id() -> None:
+    harness = ControllerHarness(Hello)
+    headers = {"correlation_id": "chain-1", "x-tenant": "acme"}
+    outcome = harness.call("test_hello.hello", {"param": 1}, headers=headers)
+    assert outcome.message is not None
+    assert outcome.message.correlation_id == "chain-1"
+    world = outcome.sent.assert_called("test_world.world")
+    assert world.headers["correlation_id"] == "chain-1"
+    assert world.headers["x-tenant"] == "acme"
+
+    error = harness.error("test_world.world", PlanetError("x"), headers=headers)
+    assert error.message is not None
+    assert error.message.correlation_id == "chain-1"
+    assert error.sent.assert_published(failed="x").headers["x-tenant"] == "acme"
+
+
+def test_harness_refuses_a_payload_that_is_no_dict() -> None:
+    with pytest.raises(TypeError, match="payload must be a dict, got list"):
+        ControllerHarness(Hello).call("test_hello.hello", [1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="context must be a dict, got str"):
+        ControllerHarness(Hello).cast("test_hello.hello", {}, context="c")  # type: ignore[arg-type]
