@@ -178,7 +178,10 @@ class SentMessages:
 
 
 class AnswerHandle:
-    """What ``call_async()`` returns on the sync engine under test: ``result()``."""
+    """What ``call_async()`` and ``cast_async()`` return on the sync engine under test.
+
+    ``result()`` gives the canned answer of a call (None for a cast) or raises its error.
+    """
 
     def __init__(self, answer: IncomingResponse | None, error: Exception | None) -> None:
         self._answer = answer
@@ -187,10 +190,9 @@ class AnswerHandle:
     def done(self) -> bool:
         return True
 
-    def result(self, timeout: float | None = None) -> IncomingResponse:
+    def result(self, timeout: float | None = None) -> IncomingResponse | None:
         if self._error is not None:
             raise self._error
-        assert self._answer is not None
         return self._answer
 
 

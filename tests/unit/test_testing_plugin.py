@@ -426,9 +426,13 @@ class Hello(service.ServiceController):
         pending = proxy.test_world.answer(question="again").call_async()
         return {"answer": answer.payload, "again": pending.result().payload}
 
+    @dispatcher.rpc_method(method="notify")
+    def notify(self, request, proxy, question):
+        assert proxy.test_world.note(question=question).cast_async().result() is None
+
     @dispatcher.rpc_method(method="ask_async")
     async def ask_async(self, request, proxy, question):
-        await proxy.test_world.note(question=question).cast()
+        await proxy.test_world.note(question=question).cast_async()
         answer = await proxy.test_world.answer(question=question).call(wait=True)
         return {"answer": answer.payload}
 
@@ -537,6 +541,12 @@ def test_harness_async_handler_is_awaited_with_awaitable_proxy() -> None:
     assert outcome.payload == {"answer": {"said": "yes"}}
     outcome.sent.assert_cast("test_world.note", question="why")
     outcome.sent.assert_called("test_world.answer", question="why")
+
+
+def test_harness_cast_async_is_recorded_as_a_cast() -> None:
+    outcome = ControllerHarness(Hello).call("test_hello.notify", {"question": "q"})
+    assert outcome.error is None
+    outcome.sent.assert_cast("test_world.note", question="q")
 
 
 def test_harness_handler_error_becomes_the_error_answer() -> None:
