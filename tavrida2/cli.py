@@ -4,6 +4,7 @@
 
     tavrida2 run CONFIG                      serve the services of an INI config file
     tavrida2 run CONFIG... --workers N       N supervised processes per config
+    tavrida2 run CONFIG --reload             restart it when a controller file changes
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
     tavrida2 ds check FILE                   check a .ds file, list services and exchanges
@@ -91,17 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
-    run.add_argument("config", metavar="CONFIG", nargs="+", help="a server's INI config file")
-    run.add_argument(
-        "--workers",
-        type=_worker_count,
-        default=1,
-        metavar="N",
-        help="processes per config, competing on its queue, under a supervisor that "
-        "restarts them (default 1: one config is served in this process)",
-    )
-    run.set_defaults(handler=_run)
+    _add_run_command(commands)
 
     for name, handler in (("call", _call), ("cast", _cast)):
         sub = commands.add_parser(
@@ -216,6 +207,39 @@ def _doc(func: Any) -> str:
     return inspect.cleandoc(func.__doc__ or "")
 
 
+def _add_run_command(commands: Any) -> None:
+    run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
+    run.add_argument("config", metavar="CONFIG", nargs="+", help="a server's INI config file")
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="processes per config, competing on its queue, under a supervisor that "
+        "restarts them (default 1: one config is served in this process)",
+    )
+    run.add_argument(
+        "--otel",
+        action="store_true",
+        help="trace every message with OpenTelemetry (the tavrida2[otel] extra; the spans go "
+        "to the global TracerProvider, e.g. set up by opentelemetry-instrument)",
+    )
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="serve in a child process and start it again when a .py, .ini or .ds file "
+        "of the config's folder (or its services folder) changes; needs tavrida2[reload]",
+    )
+    run.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --reload, also watch DIR (may be given again)",
+    )
+    run.set_defaults(handler=_run)
+
+
 def _worker_count(text: str) -> int:
     try:
         count = int(text)
@@ -240,10 +264,14 @@ def _run(args: argparse.Namespace) -> int:
     from tavrida2.workers import launch
     from tavrida2.workers.link import SupervisorLink
 
+    if args.reload:
+        return _run_reloading(args)
+    if args.reload_dir:
+        raise UsageError("--reload-dir is for --reload")
     if len(args.config) > 1 or args.workers > 1:
-        return launch.run(args.config, args.workers, args.log_level)
+        return launch.run(args.config, args.workers, args.log_level, otel=args.otel)
     link = SupervisorLink.from_environment()
-    srv = CLIServer(args.config[0])
+    srv = CLIServer(args.config[0], otel=args.otel)
     if link is not None:
         link.attach(srv)
     print(
@@ -254,6 +282,28 @@ def _run(args: argparse.Namespace) -> int:
     )
     srv.run()
     return 0
+
+
+def _run_reloading(args: argparse.Namespace) -> int:
+    """``run --reload``: the same command without it, in a child process (:mod:`.reloader`)."""
+    from tavrida2 import reloader
+
+    for path in args.config:
+        # a bad file is reported at once; a controller that does not import is the
+        # child's error: the watcher waits for it to be fixed
+        configfile.check_file(path)
+    command = [sys.executable, "-m", "tavrida2"]
+    if args.log_level:
+        command += ["--log-level", args.log_level]
+    command += ["run", *args.config, "--workers", str(args.workers)]
+    if args.otel:
+        command.append("--otel")
+    watcher = reloader.Reloader(
+        command,
+        reloader.watched_paths(args.config, args.reload_dir),
+        reloader.stop_timeout_of(args.config),
+    )
+    return watcher.run()
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -398,7 +448,7 @@ def _ds_check(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: no services (expected [service] sections with 'exchange')")
     width = max(len(name) for name in ds.services)
     print(f"{args.file}: {len(ds.services)} service(s)")
-    for entry in ds.services.values():
+    for entry in ds.entries.values():
         notes = f"  notifications: {entry.notifications}" if entry.notifications else ""
         print(f"  {entry.service:<{width}}  exchange: {entry.exchange}{notes}")
     return 0
@@ -414,7 +464,9 @@ def _topology(args: argparse.Namespace) -> int:
     topology = srv.topology()
     print("exchanges:")
     for exchange in topology.exchanges:
-        print(f"  {exchange.name} ({exchange.type}{', durable' if exchange.durable else ''})")
+        alternate = f", alternate-exchange {exchange.alternate}" if exchange.alternate else ""
+        durable = ", durable" if exchange.durable else ""
+        print(f"  {exchange.name} ({exchange.type}{durable}{alternate})")
     print("queues:")
     for queue in topology.queues:
         arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
@@ -422,6 +474,17 @@ def _topology(args: argparse.Namespace) -> int:
     print("bindings:")
     for binding in topology.bindings:
         print(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    for link in topology.exchange_bindings:
+        print(f"  {link.source} --[{link.routing_key}]--> exchange {link.destination}")
+    for unbinding in topology.unbindings:
+        print(f"  removed: {unbinding.exchange} --[{unbinding.routing_key}]--> {unbinding.queue}")
+    if topology.method_queues:
+        print("methods with a queue of their own:")
+        for method_queue in topology.method_queues:
+            print(
+                f"  {method_queue.entry_point}: {method_queue.name}, "
+                f"prefetch {method_queue.prefetch}"
+            )
     return 0
 
 

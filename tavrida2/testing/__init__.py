@@ -1,7 +1,8 @@
 """Test helpers for tavrida2 users and for its own tests (no pytest needed to import them).
 
 - :func:`reset_global_state` empties what lives at process level: the Router
-  singleton, the discovery bound to controller classes, the in-memory brokers;
+  singleton, the discovery bound to controller classes, the in-memory brokers,
+  the config file ``configfile.get_config`` read;
 - :class:`ControllerHarness` calls one handler directly with a recording proxy
   (:mod:`tavrida2.testing.harness`, :mod:`tavrida2.testing.outbox`);
 - :class:`RunningServices` runs servers of a test on one broker
@@ -16,16 +17,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from tavrida2 import configfile
 from tavrida2.drivers.memory import MemoryBroker
 from tavrida2.router import Router
 from tavrida2.service import ServiceController
 
 
 def reset_global_state() -> None:
-    """Forget registered services, class-level discovery and in-memory brokers."""
+    """Forget registered services, class-level discovery, in-memory brokers, the config file."""
     Router().reset()
     ServiceController.reset_all_discovery()
     MemoryBroker.reset_all()
+    configfile.forget_config()
 
 
 # after reset_global_state: the plugin imports it from here

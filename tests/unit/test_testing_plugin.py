@@ -817,3 +817,20 @@ def test_harness_refuses_a_payload_that_is_no_dict() -> None:
         ControllerHarness(Hello).call("test_hello.hello", [1])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="context must be a dict, got str"):
         ControllerHarness(Hello).cast("test_hello.hello", {}, context="c")  # type: ignore[arg-type]
+
+
+def test_harness_try_call_gets_the_canned_answer_or_error() -> None:
+    @dispatcher.rpc_service("asker")
+    class Asker(service.ServiceController):
+        @dispatcher.rpc_method(method="ask")
+        def ask(self, request, proxy):
+            ok, (code, result) = proxy.test_world.answer().try_call()
+            return {"ok": ok, "code": code, "result": result}
+
+    harness = ControllerHarness(Asker)
+    harness.answer("test_world.answer", {"said": "yes"})
+    assert harness.call("asker.ask").payload == {"ok": True, "code": 0, "result": {"said": "yes"}}
+    harness.answer("test_world.answer", PlanetError("no"))
+    failed = harness.call("asker.ask").payload
+    assert failed["code"] == 1000
+    assert failed["result"]["class"] == f"{__name__}.PlanetError"
