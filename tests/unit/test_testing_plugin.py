@@ -627,6 +627,8 @@ def test_harness_uses_the_controllers_own_discovery() -> None:
     assert isinstance(refused.error, exceptions.UnableToDiscover)
     given = ControllerHarness(Hello, discovery=AnyServiceDiscovery())
     assert given.call("test_hello.hello", {"param": 1}).error is None
+    with pytest.raises(TypeError, match="knows every service already"):
+        AnyServiceDiscovery().register_remote_service("test_world", "elsewhere")
 
 
 def test_harness_prepare_adds_middlewares() -> None:
