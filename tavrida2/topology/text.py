@@ -1,0 +1,42 @@
+"""The graph as plain text: one section per kind of thing, one line per thing."""
+
+from __future__ import annotations
+
+from tavrida2.topology.model import SystemGraph
+
+
+def render_text(graph: SystemGraph) -> str:
+    """Services, exchanges, queues, bindings, calls and subscriptions, one per line."""
+    lines = ["services:"]
+    width = max((len(name) for name in graph.services), default=0)
+    for service in graph.services.values():
+        where = f"queue {service.queue}" if service.queue else "no config given"
+        notes = f", notifications {service.notifications}" if service.notifications else ""
+        lines.append(
+            f"  {service.name:<{width}}  exchange {service.exchange}, {where}{notes}"
+            f"  ({service.source})"
+        )
+    lines.append("exchanges:")
+    for exchange in graph.exchanges.values():
+        lines.append(f"  {exchange.name} ({exchange.type}, {exchange.kind})")
+    lines.append("queues:")
+    for queue in graph.queues.values():
+        of = f" of {queue.of_queue}" if queue.of_queue else ""
+        arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
+        lines.append(f"  {queue.name} ({queue.kind}{of}){arguments}")
+    lines.append("bindings:")
+    for binding in graph.bindings:
+        lines.append(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    lines.append("calls:")
+    for call in graph.calls:
+        target = f"{call.callee}.{call.method}"
+        lines.append(f"  {call.caller} --{call.how}--> {target}  (known by {call.known_by})")
+    lines.append("subscriptions:")
+    for subscription in graph.subscriptions:
+        lines.append(
+            f"  {subscription.subscriber} <-- {subscription.publisher}.{subscription.method}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["render_text"]
