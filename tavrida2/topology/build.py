@@ -135,13 +135,16 @@ def add_config(graph: SystemGraph, path: str) -> None:
     for exchange in topology.exchanges:
         graph.add_exchange(
             ExchangeNode(
-                exchange.name, exchange.type, _exchange_kind(exchange.name, dead_letter_exchange)
+                exchange.name,
+                exchange.type,
+                _exchange_kind(exchange.name, dead_letter_exchange),
+                exchange.durable,
             )
         )
     for queue in topology.queues:
         if queue.name == instance_queue:
             graph.queues[shown_instance_queue] = QueueNode(
-                shown_instance_queue, INSTANCE, (), loaded.queue_name
+                shown_instance_queue, INSTANCE, (), loaded.queue_name, durable=False
             )
         elif policy is not None and queue.name == policy.queue:
             graph.queues[queue.name] = QueueNode(

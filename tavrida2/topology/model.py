@@ -48,6 +48,7 @@ class ExchangeNode:
     name: str
     type: str = "topic"
     kind: str = RPC
+    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class QueueNode:
     arguments: tuple[tuple[str, Any], ...] = ()
     #: The queue whose dead letters or retries this one holds, for those kinds.
     of_queue: str | None = None
+    durable: bool = True
 
     @property
     def dead_letter_exchange(self) -> str | None:

@@ -18,12 +18,14 @@ def render_text(graph: SystemGraph) -> str:
         )
     lines.append("exchanges:")
     for exchange in graph.exchanges.values():
-        lines.append(f"  {exchange.name} ({exchange.type}, {exchange.kind})")
+        durable = ", durable" if exchange.durable else ""
+        lines.append(f"  {exchange.name} ({exchange.type}{durable}): {exchange.kind}")
     lines.append("queues:")
     for queue in graph.queues.values():
         of = f" of {queue.of_queue}" if queue.of_queue else ""
         arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
-        lines.append(f"  {queue.name} ({queue.kind}{of}){arguments}")
+        durable = " (durable)" if queue.durable else ""
+        lines.append(f"  {queue.name}{durable}: {queue.kind}{of}{arguments}")
     lines.append("bindings:")
     for binding in graph.bindings:
         lines.append(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
