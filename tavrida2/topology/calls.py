@@ -38,10 +38,25 @@ def declared_calls(cls: type[ServiceController]) -> Iterator[CallEdge]:
 
 
 def code_calls(cls: type[ServiceController]) -> Iterator[CallEdge]:
-    """The ``proxy.<service>.<method>(...).<send>()`` calls in the source of ``cls``."""
+    """The ``proxy.<service>.<method>(...).<send>()`` calls in the source of ``cls``.
+
+    The classes it inherits from are read too (tavrida2's own apart); a class
+    whose source cannot be read (made at run time) adds nothing.
+    """
+    seen: set[CallEdge] = set()
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.split(".")[0] == "tavrida2":
+            continue
+        for service, method, how in _sends_in(klass):
+            call = CallEdge(cls.service_name, service, method, how, CODE)
+            if call not in seen:
+                seen.add(call)
+                yield call
+
+
+def _sends_in(klass: type) -> Iterator[tuple[str, str, str]]:
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
-        tree = ast.parse(source)
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
     except (OSError, TypeError, SyntaxError):
         return
     for function in ast.walk(tree):
@@ -52,8 +67,7 @@ def code_calls(cls: type[ServiceController]) -> Iterator[CallEdge]:
         for node in ast.walk(function):
             found = _proxy_send(node, proxy)
             if found is not None:
-                service, method, how = found
-                yield CallEdge(cls.service_name, service, method, how, CODE)
+                yield found
 
 
 def _proxy_send(node: ast.AST, proxy: str) -> tuple[str, str, str] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ from starlette.testclient import TestClient
 
 from tavrida2.config import ConnectionConfig
 from tavrida2.dashboard.app import DashboardSettings, create_app
+from tavrida2.dashboard.instances import InstanceListener
 from tavrida2.dashboard.management import ManagementAPI, ManagementUnavailable, default_url
 from tavrida2.dashboard.system import load_system
+from tavrida2.drivers.base import Disposition
+from tavrida2.messages import AMQPMessage
 from tavrida2.tracing.database import ensure_table, to_row, trace_table
 from tavrida2.tracing.records import TraceRecord
 
@@ -213,3 +217,28 @@ def test_the_first_config_gives_the_broker(monkeypatch: pytest.MonkeyPatch) -> N
     assert system.server_queues == ["t2sample_hello_queue", "t2sample_world_queue"]
     monkeypatch.setenv("TAVRIDA2_URL", "amqp://guest:guest@elsewhere:5672/%2F")
     assert load_system(CONFIGS).connection.host == "elsewhere"
+
+
+def test_the_instance_listener_keeps_the_last_announcement() -> None:
+    listener = InstanceListener(ConnectionConfig.from_url("memory://"))
+
+    def announce(instance: str, state: str, at: float) -> None:
+        body = {
+            "instance": instance,
+            "services": ["svc"],
+            "host": "h",
+            "pid": 1,
+            "started_at": at - 10,
+            "state": state,
+        }
+        assert listener._on_announcement(AMQPMessage(json.dumps(body).encode(), {})) is (
+            Disposition.ACK
+        )
+
+    announce("a", "alive", time.time())
+    announce("b", "alive", time.time())
+    assert [row["instance"] for row in listener.peers()] == ["a", "b"]
+    announce("b", "stopping", time.time())
+    assert [row["instance"] for row in listener.peers()] == ["a"]
+    assert listener._on_announcement(AMQPMessage(b"not json", {})) is Disposition.ACK
+    assert [row["instance"] for row in listener.peers(now=time.time() + 3600)] == []

@@ -250,3 +250,29 @@ def test_on_error_collects_and_goes_on(tmp_path: Path) -> None:
     assert set(graph.services) == {"test_hello", "test_world"}
     with pytest.raises(GraphSourceError, match=r"missing\.ini"):
         build_graph([missing])
+
+
+def test_code_calls_follow_the_proxy_parameter_whatever_its_name() -> None:
+    from tavrida2 import dispatcher, service
+    from tavrida2.topology.calls import code_calls, declared_calls
+
+    @dispatcher.rpc_service("t2topo_caller")
+    class Caller(service.ServiceController):
+        @dispatcher.rpc_method(service="t2topo_caller", method="go")
+        def go(self, request, p):
+            p.t2topo_other.run(x=1).cast()
+            p.t2topo_other.ask().call(wait=True, timeout=1)
+            p.publish(x=1)  # a notification, not a call
+            other.t2topo_nobody.run().cast()  # noqa: F821 - never run, only read
+
+        @dispatcher.rpc_error_method(service="t2topo_other", method="ask")
+        def ask_failed(self, error, proxy):
+            pass
+
+    assert [(c.callee, c.method, c.how, c.known_by) for c in code_calls(Caller)] == [
+        ("t2topo_other", "run", "cast", CODE),
+        ("t2topo_other", "ask", "call", CODE),
+    ]
+    assert [(c.callee, c.method) for c in declared_calls(Caller)] == [("t2topo_other", "ask")]
+    made = type("Made", (Caller,), {})  # no source of its own: its base class is read
+    assert list(code_calls(made)) == list(code_calls(Caller))
