@@ -7,6 +7,7 @@ call; a ``.ds`` file adds the services it names and their exchanges.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 from tavrida2 import configfile, exceptions
@@ -91,11 +92,17 @@ def add_ds_file(graph: SystemGraph, ds: DSFile) -> None:
     """The services of ``ds``, their exchanges and notification exchanges."""
     for entry in ds.services.values():
         graph.add_service(
-            ServiceNode(entry.service, entry.exchange, entry.notifications, None, ds.path)
+            ServiceNode(entry.service, entry.exchange, entry.notifications, None, _shown(ds.path))
         )
         graph.add_exchange(ExchangeNode(entry.exchange, "topic", RPC))
         if entry.notifications:
             graph.add_exchange(ExchangeNode(entry.notifications, "topic", NOTIFICATIONS))
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory when it is under it (shorter to read)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def add_config(graph: SystemGraph, path: str) -> None:
