@@ -3,7 +3,7 @@
 A daemon thread keeps a connection of its own and a private auto-delete queue
 bound to the announcements' fanout exchange; it reconnects (every few
 seconds) when the broker goes away. The page shows each instance with how
-long ago it was last heard, and drops one not heard for three of its periods.
+long ago it was last heard, and forgets one not heard for :data:`FORGET_AFTER` seconds.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from tavrida2.messages import AMQPMessage
 log = logging.getLogger(__name__)
 #: Seconds between attempts to connect again.
 RECONNECT_DELAY = 3.0
-#: An instance not heard for this many announcement periods is gone.
-MISSED_PERIODS = 3
+#: Seconds after which an instance not heard is taken for gone (six default periods:
+#: one announcing less often is still shown; one that stopped cleanly says so at once).
+FORGET_AFTER = 6 * DEFAULT_ANNOUNCE_PERIOD
 
 
 class InstanceListener:
@@ -60,7 +61,7 @@ class InstanceListener:
         now = time.time() if now is None else now
         with self._lock:
             for instance, peer in list(self._peers.items()):
-                if peer.age(now) > MISSED_PERIODS * DEFAULT_ANNOUNCE_PERIOD * 2:
+                if peer.age(now) > FORGET_AFTER:
                     del self._peers[instance]
             found = sorted(self._peers.values(), key=lambda p: (p.services, p.host, p.pid))
         return [dict(asdict(peer), last_seen=round(peer.age(now), 1)) for peer in found]
@@ -99,4 +100,4 @@ class InstanceListener:
             self._stopping.wait(RECONNECT_DELAY)
 
 
-__all__ = ["MISSED_PERIODS", "InstanceListener"]
+__all__ = ["FORGET_AFTER", "InstanceListener"]

@@ -27,6 +27,7 @@ from tavrida2.drivers.base import Disposition
 from tavrida2.messages import AMQPMessage
 from tavrida2.tracing.database import ensure_table, to_row, trace_table
 from tavrida2.tracing.records import TraceRecord
+from tests.unit.test_cli import run_cli
 
 DEPLOY = Path(__file__).resolve().parents[2] / "samples" / "deploy"
 CONFIGS = [str(DEPLOY / "hello.ini"), str(DEPLOY / "world.ini")]
@@ -242,3 +243,15 @@ def test_the_instance_listener_keeps_the_last_announcement() -> None:
     assert [row["instance"] for row in listener.peers()] == ["a"]
     assert listener._on_announcement(AMQPMessage(b"not json", {})) is Disposition.ACK
     assert [row["instance"] for row in listener.peers(now=time.time() + 3600)] == []
+
+
+def test_the_command_refuses_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli("dashboard", "--config", *CONFIGS, "--port", "70000", capsys=capsys)
+    assert code == 2
+    assert "--port 70000" in err
+
+
+def test_the_command_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("dashboard", "--help", capsys=capsys)
+    assert code == 0
+    assert "--allow-replay" in out and "127.0.0.1:8765" in out
