@@ -17,6 +17,7 @@ from tavrida2.topology.model import DEAD_LETTER, DEAD_LETTERS, SystemGraph
 _ROW = 48
 _HEIGHT = 30
 _GAP = 110
+_BEND = 24  # px between arrows bending back around a column
 _MARGIN = 20
 _CHAR = 7.0  # px per character of an 12 px sans-serif label, roughly
 _FILL = {SERVICE: "#dbeafe", EXCHANGE: "#fef3c7", QUEUE: "#dcfce7"}
@@ -47,22 +48,56 @@ def _column(node: Node) -> int:
     return 2
 
 
-def _place(nodes: list[Node]) -> tuple[dict[str, _Box], float, float]:
+def _order(columns: list[list[Node]], edges: list[Edge]) -> None:
+    """Fewer crossings: each column sorted by the mean row of its neighbours to the left.
+
+    Then the first column by its neighbours in the second (one pass each way).
+    """
+    neighbours: dict[str, set[str]] = {}
+    for edge in edges:
+        neighbours.setdefault(edge.source, set()).add(edge.target)
+        neighbours.setdefault(edge.target, set()).add(edge.source)
+    row: dict[str, int] = {node.key: index for index, node in enumerate(columns[0])}
+
+    def key(node: Node) -> float:
+        known = [row[other] for other in neighbours.get(node.key, ()) if other in row]
+        return sum(known) / len(known) if known else float("inf")
+
+    for column in columns[1:]:
+        column.sort(key=key)  # stable: those without placed neighbours keep their order
+        row.update({node.key: index for index, node in enumerate(column)})
+    first = {node.key for node in columns[0]}
+    row = {k: v for k, v in row.items() if k not in first}
+    columns[0].sort(key=key)
+
+
+def _bends_back(edge: Edge, column_of: dict[str, int]) -> bool:
+    return column_of[edge.target] <= column_of[edge.source]
+
+
+def _place(nodes: list[Node], edges: list[Edge]) -> tuple[dict[str, _Box], float, float]:
     columns: list[list[Node]] = [[] for _ in range(5)]
     for node in nodes:
         columns[_column(node)].append(node)
+    _order(columns, edges)
+    column_of = {node.key: _column(node) for node in nodes}
+    # room right of each column for the arrows that bend back from it
+    bends = [0] * len(columns)
+    for edge in edges:
+        if _bends_back(edge, column_of):
+            bends[column_of[edge.source]] += 1
     boxes: dict[str, _Box] = {}
     x = float(_MARGIN)
     tallest = 0
-    for column in columns:
+    for number, column in enumerate(columns):
         if not column:
             continue
         width = max(len(node.label) for node in column) * _CHAR + 24
-        for row, node in enumerate(column):
-            boxes[node.key] = _Box(node, x, _MARGIN + row * _ROW, width)
+        for index, node in enumerate(column):
+            boxes[node.key] = _Box(node, x, _MARGIN + index * _ROW, width)
         tallest = max(tallest, len(column))
-        x += width + _GAP
-    return boxes, x - _GAP + _MARGIN + 80, _MARGIN * 2 + tallest * _ROW
+        x += width + _GAP + _BEND * bends[number]
+    return boxes, x - _GAP + _MARGIN, _MARGIN * 2 + tallest * _ROW
 
 
 def _shape(box: _Box) -> str:
@@ -84,10 +119,11 @@ def _shape(box: _Box) -> str:
     )
 
 
-def _curve(edge: Edge, boxes: dict[str, _Box], index: int) -> str:
+def _curve(edge: Edge, boxes: dict[str, _Box], back: int) -> str:
+    """The arrow of ``edge``; ``back``: how many arrows bent back before it (spaced apart)."""
     source, target = boxes[edge.source], boxes[edge.target]
     y1, y2 = source.y + _HEIGHT / 2, target.y + _HEIGHT / 2
-    if target.x > source.x:
+    if target.x > source.x + source.width:
         x1, x2 = source.x + source.width, target.x
         bend = (x2 - x1) / 2
         controls = f"{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f}"
@@ -95,7 +131,7 @@ def _curve(edge: Edge, boxes: dict[str, _Box], index: int) -> str:
         middle = ((x1 + x2) / 2, (y1 + y2) / 2)
     else:  # back or within a column: around the right of both boxes
         x1, x2 = source.x + source.width, target.x + target.width
-        out = max(x1, x2) + 40 + 8 * (index % 4)
+        out = max(x1, x2) + 30 + _BEND * back
         path = f"M{x1:.1f},{y1:.1f} C{out:.1f},{y1:.1f} {out:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
         middle = (out - 8, (y1 + y2) / 2)
     color = _STROKE[edge.style]
@@ -115,7 +151,7 @@ def _curve(edge: Edge, boxes: dict[str, _Box], index: int) -> str:
 def render_svg_layout(graph: SystemGraph) -> str:
     """A standalone SVG document of ``graph`` (every node's name is a ``<text>`` in it)."""
     nodes, edges = nodes_and_edges(graph)
-    boxes, width, height = _place(nodes)
+    boxes, width, height = _place(nodes, edges)
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
@@ -125,8 +161,13 @@ def render_svg_layout(graph: SystemGraph) -> str:
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
         'fill="#374151"/></marker></defs>',
     ]
-    for index, edge in enumerate(edges):
-        parts.append(_curve(edge, boxes, index))
+    column_of = {node.key: _column(node) for node in nodes}
+    back = [0] * 5
+    for edge in edges:
+        source_column = column_of[edge.source]
+        parts.append(_curve(edge, boxes, back[source_column]))
+        if _bends_back(edge, column_of):
+            back[source_column] += 1
     for box in boxes.values():
         node = box.node
         parts.append(
