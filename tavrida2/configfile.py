@@ -9,6 +9,8 @@
     discovery = "services.ds"
     services = [{"name": "test_hello", "controller": "hello.HelloController",
                  "subscriptions": ["test_world"]}]
+    ; or every controller module of a folder (relative to this file):
+    ; services = "controllers/"
     ; dead letters (all optional): hello_queue.dlx / hello_queue.dlq by default
     max_attempts = 3
     retry_delay = 1.0
@@ -18,6 +20,8 @@
     stop_timeout = 30
     ; seconds between announcements on tavrida2.heartbeat (announce = false: none)
     announce_period = 5
+    ; OpenTelemetry spans of every message (the tavrida2[otel] extra)
+    otel = true
 
     [connection]
     host = localhost
@@ -65,6 +69,7 @@ from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT
 from tavrida2.queuetypes import CLASSIC, DEFAULT_DELIVERY_LIMIT, QUEUE_TYPES, QUORUM
 from tavrida2.service import ServiceController
+from tavrida2.servicefolder import load_folder
 
 #: Environment variable whose URL overrides the broker address of ``[connection]``.
 URL_VARIABLE = "TAVRIDA2_URL"
@@ -92,7 +97,13 @@ SCHEMA: dict[str, Any] = {
                 "queue_name": _NAME,
                 "exchange_name": _NAME,
                 "discovery": _NAME,
-                "services": {"type": "array", "items": _SERVICE, "minItems": 1},
+                # a list of services, or the folder of their controller modules
+                "services": {
+                    "type": ["array", "string"],
+                    "items": _SERVICE,
+                    "minItems": 1,
+                    "minLength": 1,
+                },
                 "dead_letters": {"type": "boolean"},
                 "dead_letter_exchange": _NAME,
                 "dead_letter_queue": _NAME,
@@ -104,6 +115,7 @@ SCHEMA: dict[str, Any] = {
                 "announce_period": {"type": "number", "exclusiveMinimum": 0},
                 "queue_type": {"enum": list(QUEUE_TYPES)},
                 "delivery_limit": {"type": "integer", "minimum": 1},
+                "otel": {"type": "boolean"},
             },
             "required": ["queue_name", "exchange_name", "services"],
             "additionalProperties": False,
@@ -202,6 +214,8 @@ class ServerConfig:
     trace: dict[str, Any] | None = None
     #: ``"classic"`` or ``"quorum"`` (:mod:`tavrida2.queuetypes`).
     queue_type: str = CLASSIC
+    #: Whether the server traces its messages with OpenTelemetry (:mod:`tavrida2.otel`).
+    otel: bool = False
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -334,13 +348,41 @@ def import_controller(path: str, dotted: str, where: str) -> type[ServiceControl
     return cls
 
 
+def check_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Read and check a server config file without importing its controllers; its sections."""
+    file = os.fspath(path)
+    sections = read_sections(file)
+    _check(file, sections)
+    return sections
+
+
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Read, check and resolve a server config file (controllers imported, discovery read)."""
     file = os.fspath(path)
     sections = read_sections(file)
     _check(file, sections)
     server = sections["server"]
-    folder = os.path.dirname(os.path.abspath(file))
+    if isinstance(server["services"], str):
+        entries = _folder_entries(file, server)
+    else:
+        entries = _listed_entries(file, server)
+    return ServerConfig(
+        file,
+        server["queue_name"],
+        server["exchange_name"],
+        tuple(entries),
+        connection_config(file, sections, os.environ if environ is None else environ),
+        dead_letter_policy(file, server),
+        float(server.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
+        _announce_period(server),
+        dict(sections["trace"]) if "trace" in sections else None,
+        server.get("queue_type", CLASSIC),
+        bool(server.get("otel", False)),
+    )
+
+
+def _listed_entries(file: str, server: Mapping[str, Any]) -> list[ServiceEntry]:
+    """The services of a ``services`` list: each controller imported by its dotted path."""
     entries = []
     for index, service in enumerate(server["services"]):
         where = f"section [server], key 'services', item [{index}]"
@@ -353,46 +395,83 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
                 f"not {service['name']!r} (its @dispatcher.rpc_service name)",
             )
         ds_path = service.get("discovery") or server.get("discovery")
-        if not ds_path:
-            raise _error(
+        subscriptions = list(service.get("subscriptions", []))
+        entries.append(_entry(file, server, where, controller, ds_path, subscriptions))
+    return entries
+
+
+def services_folder(file: str, server: Mapping[str, Any]) -> str | None:
+    """The absolute path of the ``services`` folder of ``[server]``; None for a list."""
+    services = server.get("services")
+    if not isinstance(services, str):
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), services))
+
+
+def _folder_entries(file: str, server: Mapping[str, Any]) -> list[ServiceEntry]:
+    """The services of a ``services`` folder: every controller its modules define.
+
+    Each subscribes to the services whose notifications its handlers take.
+    """
+    folder = services_folder(file, server)
+    assert folder is not None
+    where = "section [server], key 'services'"
+    try:
+        controllers = load_folder(folder)
+    except exceptions.ConfigError as exc:
+        raise _error(file, where, str(exc)) from None
+    entries = []
+    for controller in controllers:
+        subscriptions = sorted({ep.service for ep in controller.get_dispatcher().get_publishers()})
+        entries.append(
+            _entry(
                 file,
-                where,
-                "no discovery: give the service a 'discovery' key or [server] a 'discovery' "
-                "key (the path of a .ds file)",
+                server,
+                f"{where}, controller {controller.__name__} ({controller.service_name})",
+                controller,
+                server.get("discovery"),
+                subscriptions,
             )
-        ds_file = os.path.join(folder, ds_path)
-        listed = DSFile(ds_file).services.get(service["name"])
-        if listed is None:
-            raise _error(
-                file,
-                where,
-                f"the discovery file {ds_file} has no section [{service['name']}] for this "
-                "service; expected one with its 'exchange'",
-            )
-        if listed.exchange != server["exchange_name"]:
-            raise _error(
-                file,
-                where,
-                f"the discovery file {ds_file} says callers reach {service['name']!r} on "
-                f"exchange {listed.exchange!r}, but this server consumes from "
-                f"{server['exchange_name']!r} (its exchange_name): expected the same name",
-            )
-        discovery = FileBasedDiscoveryService(
-            ds_file, service["name"], list(service.get("subscriptions", []))
         )
-        entries.append(ServiceEntry(service["name"], controller, discovery))
-    return ServerConfig(
-        file,
-        server["queue_name"],
-        server["exchange_name"],
-        tuple(entries),
-        connection_config(file, sections, os.environ if environ is None else environ),
-        dead_letter_policy(file, server),
-        float(server.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
-        _announce_period(server),
-        dict(sections["trace"]) if "trace" in sections else None,
-        server.get("queue_type", CLASSIC),
-    )
+    return entries
+
+
+def _entry(
+    file: str,
+    server: Mapping[str, Any],
+    where: str,
+    controller: type[ServiceController],
+    ds_path: str | None,
+    subscriptions: list[str],
+) -> ServiceEntry:
+    """A service with its discovery, read from the ``.ds`` file and checked against [server]."""
+    name = controller.service_name
+    if not ds_path:
+        raise _error(
+            file,
+            where,
+            "no discovery: give the service a 'discovery' key or [server] a 'discovery' "
+            "key (the path of a .ds file)",
+        )
+    ds_file = os.path.join(os.path.dirname(os.path.abspath(file)), ds_path)
+    listed = DSFile(ds_file).services.get(name)
+    if listed is None:
+        raise _error(
+            file,
+            where,
+            f"the discovery file {ds_file} has no section [{name}] for this "
+            "service; expected one with its 'exchange'",
+        )
+    if listed.exchange != server["exchange_name"]:
+        raise _error(
+            file,
+            where,
+            f"the discovery file {ds_file} says callers reach {name!r} on "
+            f"exchange {listed.exchange!r}, but this server consumes from "
+            f"{server['exchange_name']!r} (its exchange_name): expected the same name",
+        )
+    discovery = FileBasedDiscoveryService(ds_file, name, subscriptions)
+    return ServiceEntry(name, controller, discovery)
 
 
 def _announce_period(server: Mapping[str, Any]) -> float | Literal["default"] | None:

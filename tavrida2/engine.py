@@ -95,11 +95,16 @@ class SyncEngine:
         self._preprocessor = preprocessor
         self._dead_letters = dead_letters if publish is not None else None
         self._publish = publish
+        #: Told of each delivery that could not be handled, or whose handler failed,
+        #: while it is in hand (set by the server: OpenTelemetry marks its span).
+        self.on_failure: Callable[[Exception], None] | None = None
 
     def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
+            if self.on_failure is not None:
+                self.on_failure(error)
             disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.REJECT:
                 return self._resend(_dead_letter(self._dead_letters, amqp_message, error))
@@ -112,6 +117,8 @@ class SyncEngine:
                 failure = exc
         if failure is None:
             return Disposition.ACK
+        if self.on_failure is not None:
+            self.on_failure(failure)
         return self._resend(_after_failure(self._dead_letters, amqp_message, failure))
 
     def _resend(self, resend: Resend | Disposition | None) -> Disposition:
@@ -238,6 +245,8 @@ class AsyncEngine:
         self._executor = executor
         self._dead_letters = dead_letters if driver is not None else None
         self._driver = driver
+        #: As :attr:`SyncEngine.on_failure`.
+        self.on_failure: Callable[[Exception], None] | None = None
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         context = contextvars.copy_context()
@@ -247,6 +256,8 @@ class AsyncEngine:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
+            if self.on_failure is not None:
+                self.on_failure(error)
             with tracking() as sent:  # the Error for the caller, published in a task
                 disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.ACK and sent:
@@ -276,6 +287,8 @@ class AsyncEngine:
                 )
         if failure is None:
             return Disposition.ACK
+        if self.on_failure is not None:
+            self.on_failure(failure)
         return await self._resend(_after_failure(self._dead_letters, amqp_message, failure))
 
     async def _resend(self, resend: Resend | Disposition | None) -> Disposition:

@@ -16,7 +16,8 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         │   ├── RequestExpired (1047)             its caller gave up before it ran
         │   └── DuplicateMessage (1048)           seen before (middleware.dedup)
         ├── BaseNackableException                 may succeed later
-        │   └── HandlerFailed (1045)              a cast/notification handler raised
+        │   ├── HandlerFailed (1045)              a cast/notification handler raised
+        │   └── HandlerTimeout (1063)             past its rpc_method(timeout=...)
         ├── WrongResponse (1009), IncorrectMessage (1031),
         │   IncorrectOutgoingMessage (1031)       a handler/middleware returned a wrong type
         ├── ConfigError (1060)                    bad configuration or .ds file
@@ -237,6 +238,11 @@ class WrongHandlerSignature(TavridaError):
 class ValidationError(BaseAckableException):
     _msg_template = "Invalid payload for %(entry_point)s: %(reason)s"
     _service_error_code = 1044
+
+
+class HandlerTimeout(BaseNackableException):
+    _msg_template = "%(handler)s did not finish within its timeout of %(timeout)s s"
+    _service_error_code = 1063
 
 
 class HandlerFailed(BaseNackableException):

@@ -16,6 +16,7 @@ from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
 from tavrida2.config import ConnectionConfig
 from tavrida2.deadletter import DeadLetterPolicy, DeadLetters
+from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.dispatcher import HandlerInfo
 from tavrida2.drivers import create_async_driver, create_sync_driver
@@ -24,6 +25,7 @@ from tavrida2.drivers.topology import QueueSpec, Topology, server_topology
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
 from tavrida2.lifecycle import Lifecycle
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
+from tavrida2.otel import load as load_telemetry
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.queuetypes import CLASSIC, QUORUM, check_queue_type, mismatch
@@ -33,6 +35,8 @@ from tavrida2.service import ServiceController
 
 if TYPE_CHECKING:
     from tavrida2.configfile import ServerConfig
+    from tavrida2.otel.incoming import DeliveryTracing
+    from tavrida2.otel.settings import Telemetry
 
 log = logging.getLogger(__name__)
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
@@ -51,7 +55,9 @@ class Server:
     time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
     with up to ``prefetch_count`` messages in flight. ``queue_type="quorum"``
     declares the server's queue as a RabbitMQ quorum queue (replicated; see
-    :mod:`tavrida2.queuetypes`).
+    :mod:`tavrida2.queuetypes`). ``otel=True`` (or a
+    ``tavrida2.otel.Telemetry``) traces every message it handles and sends
+    with OpenTelemetry (the ``tavrida2[otel]`` extra; :mod:`tavrida2.otel`).
 
     Example::
 
@@ -73,6 +79,7 @@ class Server:
         tracer: Tracer | None = None,
         announce_period: float | Literal["default"] | None = "default",
         queue_type: str = CLASSIC,
+        otel: bool | Telemetry = False,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -100,6 +107,8 @@ class Server:
         self.stop_timeout = float(stop_timeout)
         #: Sees every message this server receives and sends (:mod:`tavrida2.tracing`).
         self.tracer = tracer
+        #: OpenTelemetry's spans of this server's messages (:mod:`tavrida2.otel`); None: off.
+        self.telemetry = load_telemetry(otel)
         if announce_period == "default":
             # nothing listens in a process of in-memory brokers (tests, demos)
             announce_period = None if config.driver == "memory" else DEFAULT_ANNOUNCE_PERIOD
@@ -136,6 +145,8 @@ class Server:
         self._service_list = classes
         self._services: list[ServiceController] = []
         self._driver: SyncDriver | AsyncDriver | None = None
+        #: The sync engine's drivers of the methods with a queue of their own.
+        self._method_drivers: list[SyncDriver] = []
         self._stop_requested = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -191,20 +202,48 @@ class Server:
             queue_type=self.queue_type,
         )
 
+    def _postprocessor(
+        self, publisher: Publisher, discovery: AbstractDiscovery, calls: Calls | None = None
+    ) -> PostProcessor:
+        if self.telemetry is None:
+            return PostProcessor(publisher, discovery, calls)
+        from tavrida2.otel.outgoing import TracedPostProcessor
+
+        return TracedPostProcessor(
+            publisher, discovery, calls, telemetry=self.telemetry, config=self._config
+        )
+
     def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
-        self._services = [
-            cls(PostProcessor(publisher, cls.get_discovery(), calls)) for cls in self._service_list
+        preprocessor, self._services = self._pipeline(publisher, calls)
+        return preprocessor
+
+    def _pipeline(
+        self, publisher: Publisher, calls: Calls
+    ) -> tuple[PreProcessor, list[ServiceController]]:
+        """A preprocessor and the controller instances it hands messages to."""
+        services = [
+            cls(self._postprocessor(publisher, cls.get_discovery(), calls))
+            for cls in self._service_list
         ]
         fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
-        errors = PostProcessor(publisher, fallback)
-        for controller in self._services:
+        errors = self._postprocessor(publisher, fallback)
+        for controller in services:
             controller._describe_server = self.describe
-        preprocessor = PreProcessor(RoutingTable(self._services), self._services, errors)
+        preprocessor = PreProcessor(RoutingTable(services), services, errors)
         if self.tracer is not None:
             preprocessor.tracer = errors.tracer = self.tracer
-            for controller in self._services:
+            for controller in services:
                 controller.postprocessor.tracer = self.tracer
-        return preprocessor
+        return preprocessor, services
+
+    def _delivery_tracing(self, engine: SyncEngine | AsyncEngine) -> DeliveryTracing | None:
+        """The span of each delivery the engine handles (None when not traced)."""
+        if self.telemetry is None:
+            return None
+        from tavrida2.otel.incoming import DeliveryTracing, report_failure
+
+        engine.on_failure = report_failure
+        return DeliveryTracing(self.telemetry, self._config)
 
     def _calls(self, calls: CallsT) -> CallsT:
         calls.tracer = self.tracer
@@ -249,8 +288,13 @@ class Server:
             service._heartbeat = driver.send_heartbeat
         lifecycle = self._lifecycle = Lifecycle(self, driver)
         lifecycle.call_hooks("pre_start")
+        tracing = self._delivery_tracing(engine)
+        on_delivery = (
+            engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+        )
         for queue in self._consumed_queues():
-            driver.consume(queue, engine.on_delivery, self._config.prefetch_count)
+            driver.consume(queue, on_delivery, self._config.prefetch_count)
+        self._start_method_consumers()
         log.info(
             "server %s: consuming %s (%s) for %s",
             self._exchange_name,
@@ -264,7 +308,9 @@ class Server:
     def _declare_sync(self, driver: SyncDriver) -> None:
         topology = self.topology()
         for exchange in topology.exchanges:
-            driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+            driver.declare_exchange(
+                exchange.name, exchange.type, exchange.durable, exchange.alternate
+            )
         for queue in topology.queues:
             try:
                 driver.declare_queue(
@@ -274,6 +320,59 @@ class Server:
                 raise self._mismatch(queue, exc) from None
         for binding in topology.bindings:
             driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+        for link in topology.exchange_bindings:
+            driver.bind_exchange(link.destination, link.source, link.routing_key)
+        for unbinding in topology.unbindings:
+            driver.unbind_queue(unbinding.queue, unbinding.exchange, unbinding.routing_key)
+
+    def _start_method_consumers(self) -> None:
+        """The sync engine's consumers of the methods with a queue of their own.
+
+        One handler at a time per connection on the sync engine: each such
+        queue gets a driver (a connection) and a pipeline (controller
+        instances) of its own, run by a thread of its own in :meth:`run`, so
+        a slow method does not hold up the others. Tests on the memory broker
+        that only :meth:`start` deliver to them with ``run_until_idle()``.
+        """
+        for method_queue in self.topology().method_queues:
+            driver = create_sync_driver(self._config)
+            driver.connect()
+            self._method_drivers.append(driver)
+            preprocessor, services = self._pipeline(driver, self._calls(SyncCalls(driver)))
+            for controller in services:
+                controller._heartbeat = driver.send_heartbeat
+            engine = SyncEngine(preprocessor, self._dead_letters(), driver.publish)
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+            )
+            driver.consume(method_queue.name, on_delivery, method_queue.prefetch)
+            log.info(
+                "server %s: consuming %s for %s, %s at once",
+                self._exchange_name,
+                method_queue.name,
+                method_queue.entry_point,
+                method_queue.prefetch,
+            )
+
+    def _run_method_consumers(self) -> list[threading.Thread]:
+        threads = []
+        for driver in self._method_drivers:
+            thread = threading.Thread(
+                target=driver.run, name=f"tavrida2-{self._queue_name}-method", daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _close_method_consumers(self, threads: list[threading.Thread]) -> None:
+        for driver in self._method_drivers:
+            driver.stop()
+        for thread in threads:
+            thread.join(self.stop_timeout)
+        drivers, self._method_drivers = self._method_drivers, []
+        for driver in drivers:
+            driver.close()
 
     def _consumed_queues(self) -> list[str]:
         broadcasts = self.broadcast_queue
@@ -301,9 +400,11 @@ class Server:
                 if self._config.async_engine:
                     asyncio.run(self.serve())
                     return
+                method_threads: list[threading.Thread] = []
                 try:
                     self.start()
                     assert isinstance(self._driver, SyncDriver)
+                    method_threads = self._run_method_consumers()
                     self.started.set()
                     if not self._stop_requested.is_set():
                         self._driver.run()
@@ -311,6 +412,7 @@ class Server:
                 finally:
                     if self._lifecycle is not None and self._lifecycle.scheduler is not None:
                         self._lifecycle.scheduler.stop(0)  # start() failed after it began
+                    self._close_method_consumers(method_threads)
                     if self._driver is not None:
                         self._driver.close()
                     log.info("server %s stopped", self._exchange_name)
@@ -334,6 +436,8 @@ class Server:
             lifecycle.scheduler.halt()  # no more runs; run() waits for those in progress
         if isinstance(driver, SyncDriver):
             driver.stop()
+            for method_driver in self._method_drivers:
+                method_driver.stop()
             if first and self._stop_timer is None:
                 timer = threading.Timer(self.stop_timeout, self._abandon_handler)
                 timer.daemon = True
@@ -353,9 +457,10 @@ class Server:
             self._exchange_name,
             self.stop_timeout,
         )
-        abandon = getattr(self._driver, "abandon", None)
-        if callable(abandon):
-            abandon()
+        for driver in (self._driver, *self._method_drivers):
+            abandon = getattr(driver, "abandon", None)
+            if callable(abandon):
+                abandon()
 
     # -- async engine --------------------------------------------------------
 
@@ -374,7 +479,9 @@ class Server:
             self.started_at = time.time()
             topology = self.topology()
             for exchange in topology.exchanges:
-                await driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+                await driver.declare_exchange(
+                    exchange.name, exchange.type, exchange.durable, exchange.alternate
+                )
             for queue in topology.queues:
                 try:
                     await driver.declare_queue(
@@ -384,6 +491,12 @@ class Server:
                     raise self._mismatch(queue, exc) from None
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+            for link in topology.exchange_bindings:
+                await driver.bind_exchange(link.destination, link.source, link.routing_key)
+            for unbinding in topology.unbindings:
+                await driver.unbind_queue(
+                    unbinding.queue, unbinding.exchange, unbinding.routing_key
+                )
             preprocessor = self._build(
                 AsyncOutbox(driver, loop), self._calls(AsyncCalls(driver, loop))
             )
@@ -392,8 +505,14 @@ class Server:
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_async(engine.on_delivery)
+            )
             for queue_name in self._consumed_queues():
-                await driver.consume(queue_name, engine.on_delivery, self._config.prefetch_count)
+                await driver.consume(queue_name, on_delivery, self._config.prefetch_count)
+            for method_queue in topology.method_queues:
+                await driver.consume(method_queue.name, on_delivery, method_queue.prefetch)
             log.info(
                 "server %s: consuming %s (%s, async engine)",
                 self._exchange_name,
@@ -446,6 +565,7 @@ def file_server_arguments(loaded: ServerConfig) -> dict[str, Any]:
         "stop_timeout": loaded.stop_timeout,
         "announce_period": loaded.announce_period,
         "queue_type": loaded.queue_type,
+        "otel": loaded.otel,
     }
 
 
@@ -456,12 +576,15 @@ class CLIServer(Server):
     its entry names; a bad file raises ``ConfigError`` naming the file,
     section and key. This is what ``tavrida2 run CONFIG`` runs.
 
+    ``otel=True`` traces with OpenTelemetry even if the file does not say
+    ``otel = true`` (``tavrida2 run --otel``).
+
     Example::
 
         server.CLIServer("hello.ini").run()
     """
 
-    def __init__(self, config_file: str | os.PathLike[str]) -> None:
+    def __init__(self, config_file: str | os.PathLike[str], otel: bool = False) -> None:
         from tavrida2 import configfile
 
         loaded = configfile.load(config_file)
@@ -478,7 +601,9 @@ class CLIServer(Server):
                 ) from None
         #: The checked contents of the file.
         self.file_config = loaded
-        super().__init__(**file_server_arguments(loaded), tracer=tracer)
+        arguments = file_server_arguments(loaded)
+        arguments["otel"] = arguments["otel"] or otel
+        super().__init__(**arguments, tracer=tracer)
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:

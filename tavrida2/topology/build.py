@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from tavrida2 import configfile, exceptions
 from tavrida2.discovery.dsfile import DSFile, FileBasedDiscoveryService
@@ -17,21 +18,29 @@ from tavrida2.messages import broadcast_exchange
 from tavrida2.topology.calls import code_calls, declared_calls
 from tavrida2.topology.model import (
     BROADCAST,
+    BY_METHOD,
     DEAD_LETTER,
     DEAD_LETTERS,
     HEARTBEAT,
     INSTANCE,
+    METHOD,
     NOTIFICATIONS,
+    OTHER_METHODS,
     RETRY,
     RPC,
     SERVER,
     BindingEdge,
+    ExchangeBindingEdge,
     ExchangeNode,
     QueueNode,
     ServiceNode,
     SubscriptionEdge,
     SystemGraph,
 )
+
+if TYPE_CHECKING:
+    from tavrida2.configfile import ServerConfig
+    from tavrida2.server import Server
 
 #: How the graph names the queue each running instance gets for broadcasts.
 INSTANCE_QUEUE_SUFFIX = ".broadcast.<instance>"
@@ -117,6 +126,12 @@ def add_config(graph: SystemGraph, path: str) -> None:
         raise GraphSourceError(path, _reason(exc)) from None
     except exceptions.TavridaError as exc:
         raise GraphSourceError(path, str(exc)) from None
+    _add_services(graph, loaded)
+    _add_declarations(graph, loaded, server)
+
+
+def _add_services(graph: SystemGraph, loaded: ServerConfig) -> None:
+    """The services of a loaded config, what they subscribe to and whom they call."""
     for entry in loaded.services:
         discovery = entry.discovery
         if isinstance(discovery, FileBasedDiscoveryService):
@@ -125,7 +140,9 @@ def add_config(graph: SystemGraph, path: str) -> None:
         else:  # pragma: no cover - configfile always gives a .ds file's discovery
             notifications = None
         graph.add_service(
-            ServiceNode(entry.name, loaded.exchange_name, notifications, loaded.queue_name, path)
+            ServiceNode(
+                entry.name, loaded.exchange_name, notifications, loaded.queue_name, loaded.path
+            )
         )
         dispatcher = entry.controller.get_dispatcher()
         for publisher in dispatcher.get_publishers():
@@ -134,38 +151,52 @@ def add_config(graph: SystemGraph, path: str) -> None:
             )
         for call in (*declared_calls(entry.controller), *code_calls(entry.controller)):
             graph.add_call(call)
+
+
+def _add_declarations(graph: SystemGraph, loaded: ServerConfig, server: Server) -> None:
+    """What the server of a loaded config declares: exchanges, queues, bindings."""
     policy = loaded.dead_letters
     dead_letter_exchange = policy.exchange if policy is not None else None
     instance_queue = server.broadcast_queue
     shown_instance_queue = loaded.queue_name + INSTANCE_QUEUE_SUFFIX
     topology = server.topology()
+    routing = {link.destination for link in topology.exchange_bindings}
+    alternates = {exchange.alternate for exchange in topology.exchanges if exchange.alternate}
     for exchange in topology.exchanges:
+        kind = _exchange_kind(exchange.name, dead_letter_exchange)
+        if exchange.name in routing:
+            kind = BY_METHOD
+        elif exchange.name in alternates:
+            kind = OTHER_METHODS
         graph.add_exchange(
-            ExchangeNode(
-                exchange.name,
-                exchange.type,
-                _exchange_kind(exchange.name, dead_letter_exchange),
-                exchange.durable,
-            )
+            ExchangeNode(exchange.name, exchange.type, kind, exchange.durable, exchange.alternate)
         )
+    own = {method_queue.name: method_queue for method_queue in topology.method_queues}
     for queue in topology.queues:
-        if queue.name == instance_queue:
-            graph.queues[shown_instance_queue] = QueueNode(
-                shown_instance_queue, INSTANCE, (), loaded.queue_name, durable=False
-            )
-        elif policy is not None and queue.name == policy.queue:
-            graph.queues[queue.name] = QueueNode(
-                queue.name, DEAD_LETTERS, queue.arguments, loaded.queue_name
-            )
-        elif policy is not None and queue.name == policy.retry_queue:
-            graph.queues[queue.name] = QueueNode(
-                queue.name, RETRY, queue.arguments, loaded.queue_name
-            )
+        name, arguments, of = queue.name, queue.arguments, loaded.queue_name
+        if name == instance_queue:
+            name = shown_instance_queue
+            graph.queues[name] = QueueNode(name, INSTANCE, (), of, durable=False)
+        elif name in own:
+            entry_point, prefetch = own[name].entry_point, own[name].prefetch
+            graph.queues[name] = QueueNode(name, METHOD, arguments, of, True, entry_point, prefetch)
+        elif policy is not None and name == policy.queue:
+            graph.queues[name] = QueueNode(name, DEAD_LETTERS, arguments, of)
+        elif policy is not None and name == policy.retry_queue:
+            graph.queues[name] = QueueNode(name, RETRY, arguments, of)
         else:
-            graph.queues[queue.name] = QueueNode(queue.name, SERVER, queue.arguments)
+            graph.queues[name] = QueueNode(name, SERVER, arguments)
     for binding in topology.bindings:
         queue_name = shown_instance_queue if binding.queue == instance_queue else binding.queue
         graph.add_binding(BindingEdge(binding.exchange, queue_name, binding.routing_key))
+    for link in topology.exchange_bindings:
+        edge = ExchangeBindingEdge(link.source, link.destination, link.routing_key)
+        if edge not in graph.exchange_bindings:
+            graph.exchange_bindings.append(edge)
+    for gone in topology.unbindings:
+        removed = BindingEdge(gone.exchange, gone.queue, gone.routing_key)
+        if removed not in graph.unbindings:
+            graph.unbindings.append(removed)
 
 
 def _exchange_kind(name: str, dead_letter_exchange: str | None) -> str:

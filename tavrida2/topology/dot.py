@@ -13,6 +13,7 @@ _SHAPES = {
 _DEAD = 'style=filled, fillcolor="#fee2e2"'
 _EDGES = {
     "binding": "",
+    "alternate": 'color="#6b7280", style=dotted',
     "consumes": "style=dashed",
     "publishes": 'color="#b45309"',
     "call": 'color="#1d4ed8", penwidth=2',

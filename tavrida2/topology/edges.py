@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tavrida2.topology.model import SystemGraph
+from tavrida2.topology.model import METHOD, SystemGraph
 
 SERVICE = "service"
 EXCHANGE = "exchange"
@@ -24,7 +24,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    """An arrow; ``style`` is one of binding, consumes, publishes, call, dead-letter, retry."""
+    """An arrow; ``style``: binding, alternate, consumes, publishes, call, dead-letter, retry."""
 
     source: str
     target: str
@@ -42,6 +42,16 @@ def nodes_and_edges(graph: SystemGraph) -> tuple[list[Node], list[Edge]]:
         edges.append(
             Edge(f"e:{binding.exchange}", f"q:{binding.queue}", binding.routing_key, "binding")
         )
+    for link in graph.exchange_bindings:
+        edges.append(Edge(f"e:{link.source}", f"e:{link.destination}", link.routing_key, "binding"))
+    for exchange in graph.exchanges.values():
+        if exchange.alternate and exchange.alternate in graph.exchanges:
+            edges.append(
+                Edge(f"e:{exchange.name}", f"e:{exchange.alternate}", "others", "alternate")
+            )
+    for queue in graph.queues_of(METHOD):
+        for service in graph.services_on(queue.name):
+            edges.append(Edge(f"q:{queue.name}", f"s:{service.name}", "", "consumes"))
     for service in graph.services.values():
         if service.queue is not None and service.queue in graph.queues:
             edges.append(Edge(f"q:{service.queue}", f"s:{service.name}", "", "consumes"))

@@ -1,9 +1,10 @@
 """A picture of the graph as SVG without Graphviz: columns of boxes joined by curves.
 
-Left to right: the exchanges requests and notifications go to, the queues
-they fill, the services consuming them, and the dead-letter exchanges and
-queues. Arrows going back to an earlier column (a service publishing) or
-within one (a service calling another) bend around the right of the boxes.
+Left to right: the exchanges requests and notifications go to, the exchanges
+routing methods to queues of their own, the queues, the services consuming
+them, and the dead-letter exchanges and queues. Arrows going back to an
+earlier column (a service publishing) or within one (a service calling
+another) bend around the right of the boxes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 from tavrida2.topology.edges import EXCHANGE, QUEUE, SERVICE, Edge, Node, nodes_and_edges
-from tavrida2.topology.model import DEAD_LETTER, DEAD_LETTERS, SystemGraph
+from tavrida2.topology.model import (
+    BY_METHOD,
+    DEAD_LETTER,
+    DEAD_LETTERS,
+    OTHER_METHODS,
+    SystemGraph,
+)
 
 _ROW = 48
 _HEIGHT = 30
@@ -24,6 +31,7 @@ _FILL = {SERVICE: "#dbeafe", EXCHANGE: "#fef3c7", QUEUE: "#dcfce7"}
 _DEAD_FILL = "#fee2e2"
 _STROKE = {
     "binding": "#374151",
+    "alternate": "#6b7280",
     "consumes": "#6b7280",
     "publishes": "#b45309",
     "call": "#1d4ed8",
@@ -40,12 +48,18 @@ class _Box:
     width: float
 
 
+#: Left to right; an empty column takes no room.
+_COLUMNS = 6
+
+
 def _column(node: Node) -> int:
     if node.kind == EXCHANGE:
-        return 3 if node.role == DEAD_LETTER else 0
+        if node.role in (BY_METHOD, OTHER_METHODS):
+            return 1
+        return 4 if node.role == DEAD_LETTER else 0
     if node.kind == QUEUE:
-        return 4 if node.role == DEAD_LETTERS else 1
-    return 2
+        return 5 if node.role == DEAD_LETTERS else 2
+    return 3
 
 
 def _order(columns: list[list[Node]], edges: list[Edge]) -> None:
@@ -76,7 +90,7 @@ def _bends_back(edge: Edge, column_of: dict[str, int]) -> bool:
 
 
 def _place(nodes: list[Node], edges: list[Edge]) -> tuple[dict[str, _Box], float, float]:
-    columns: list[list[Node]] = [[] for _ in range(5)]
+    columns: list[list[Node]] = [[] for _ in range(_COLUMNS)]
     for node in nodes:
         columns[_column(node)].append(node)
     _order(columns, edges)
@@ -135,7 +149,8 @@ def _curve(edge: Edge, boxes: dict[str, _Box], back: int) -> str:
         path = f"M{x1:.1f},{y1:.1f} C{out:.1f},{y1:.1f} {out:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
         middle = (out - 8, (y1 + y2) / 2)
     color = _STROKE[edge.style]
-    dashes = ' stroke-dasharray="4 3"' if edge.style in ("consumes", "dead-letter", "retry") else ""
+    dashed = ("alternate", "consumes", "dead-letter", "retry")
+    dashes = ' stroke-dasharray="4 3"' if edge.style in dashed else ""
     text = ""
     if edge.label:
         text = (
@@ -162,7 +177,7 @@ def render_svg_layout(graph: SystemGraph) -> str:
         'fill="#374151"/></marker></defs>',
     ]
     column_of = {node.key: _column(node) for node in nodes}
-    back = [0] * 5
+    back = [0] * _COLUMNS
     for edge in edges:
         source_column = column_of[edge.source]
         parts.append(_curve(edge, boxes, back[source_column]))

@@ -9,6 +9,7 @@ from tavrida2.topology.model import SystemGraph
 _SHAPES = {SERVICE: ("([", "])"), EXCHANGE: ("{{", "}}"), QUEUE: ("[(", ")]")}
 _ARROWS = {
     "binding": "-->",
+    "alternate": "-.->",
     "consumes": "-.->",
     "publishes": "-->",
     "call": "==>",

@@ -16,12 +16,15 @@ NOTIFICATIONS = "notifications"  # a service's notifications (topic)
 BROADCAST = "broadcast"  # requests to every instance of a service (fanout)
 DEAD_LETTER = "dead-letter"  # a server queue's rejected messages (direct)
 HEARTBEAT = "heartbeat"  # the servers' announcements (fanout)
+BY_METHOD = "by-method"  # routes a service's requests to its methods' own queues (topic)
+OTHER_METHODS = "other-methods"  # takes what the by-method exchange does not (fanout)
 
 #: What a queue holds.
 SERVER = "server"
 DEAD_LETTERS = "dead-letters"
 RETRY = "retry"
 INSTANCE = "instance"  # one per running instance, auto-delete (broadcasts)
+METHOD = "method"  # a method's own queue (rpc_method(prefetch=N))
 
 #: How a call is known.
 ANSWERED = "answered"  # the caller declares a response or error handler for it
@@ -49,6 +52,8 @@ class ExchangeNode:
     type: str = "topic"
     kind: str = RPC
     durable: bool = True
+    #: Where it sends what none of its bindings takes (``alternate-exchange``).
+    alternate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class QueueNode:
     #: The queue whose dead letters or retries this one holds, for those kinds.
     of_queue: str | None = None
     durable: bool = True
+    #: For a method's own queue: its ``service.method`` and its consumer's prefetch.
+    entry_point: str | None = None
+    prefetch: int | None = None
 
     @property
     def dead_letter_exchange(self) -> str | None:
@@ -75,6 +83,15 @@ class BindingEdge:
 
     exchange: str
     queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class ExchangeBindingEdge:
+    """``source`` routes ``routing_key`` on to the exchange ``destination``."""
+
+    source: str
+    destination: str
     routing_key: str
 
 
@@ -106,6 +123,10 @@ class SystemGraph:
     exchanges: dict[str, ExchangeNode] = field(default_factory=dict)
     queues: dict[str, QueueNode] = field(default_factory=dict)
     bindings: list[BindingEdge] = field(default_factory=list)
+    exchange_bindings: list[ExchangeBindingEdge] = field(default_factory=list)
+    #: Bindings the servers remove (a server queue's ``service.#`` once its methods
+    #: have queues of their own).
+    unbindings: list[BindingEdge] = field(default_factory=list)
     calls: list[CallEdge] = field(default_factory=list)
     subscriptions: list[SubscriptionEdge] = field(default_factory=list)
     #: The files it was built from, in order.
@@ -143,24 +164,32 @@ class SystemGraph:
         return [queue for queue in self.queues.values() if queue.kind == kind]
 
     def services_on(self, queue: str) -> list[ServiceNode]:
-        """The services a server queue feeds."""
+        """The services a server queue, or a method's own queue, feeds."""
+        known = self.queues.get(queue)
+        if known is not None and known.entry_point is not None:
+            service = self.services.get(known.entry_point.partition(".")[0])
+            return [] if service is None else [service]
         return [service for service in self.services.values() if service.queue == queue]
 
 
 __all__ = [
     "ANSWERED",
     "BROADCAST",
+    "BY_METHOD",
     "CODE",
     "DEAD_LETTER",
     "DEAD_LETTERS",
     "HEARTBEAT",
     "INSTANCE",
+    "METHOD",
     "NOTIFICATIONS",
+    "OTHER_METHODS",
     "RETRY",
     "RPC",
     "SERVER",
     "BindingEdge",
     "CallEdge",
+    "ExchangeBindingEdge",
     "ExchangeNode",
     "QueueNode",
     "ServiceNode",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tavrida2.topology.model import SystemGraph
+from tavrida2.topology.model import METHOD, SystemGraph
 
 
 def render_text(graph: SystemGraph) -> str:
@@ -19,7 +19,8 @@ def render_text(graph: SystemGraph) -> str:
     lines.append("exchanges:")
     for exchange in graph.exchanges.values():
         durable = ", durable" if exchange.durable else ""
-        lines.append(f"  {exchange.name} ({exchange.type}{durable}): {exchange.kind}")
+        alternate = f", alternate-exchange {exchange.alternate}" if exchange.alternate else ""
+        lines.append(f"  {exchange.name} ({exchange.type}{durable}{alternate}): {exchange.kind}")
     lines.append("queues:")
     for queue in graph.queues.values():
         of = f" of {queue.of_queue}" if queue.of_queue else ""
@@ -29,6 +30,15 @@ def render_text(graph: SystemGraph) -> str:
     lines.append("bindings:")
     for binding in graph.bindings:
         lines.append(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    for link in graph.exchange_bindings:
+        lines.append(f"  {link.source} --[{link.routing_key}]--> exchange {link.destination}")
+    for gone in graph.unbindings:
+        lines.append(f"  removed: {gone.exchange} --[{gone.routing_key}]--> {gone.queue}")
+    own = graph.queues_of(METHOD)
+    if own:
+        lines.append("methods with a queue of their own:")
+        for queue in own:
+            lines.append(f"  {queue.entry_point}: {queue.name}, prefetch {queue.prefetch}")
     lines.append("calls:")
     for call in graph.calls:
         target = f"{call.callee}.{call.method}"

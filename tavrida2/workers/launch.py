@@ -18,8 +18,11 @@ from tavrida2.workers.state import RestartPolicy
 from tavrida2.workers.supervisor import Supervisor, WorkerSpec
 
 
-def check_config(path: str) -> configfile.ServerConfig:
-    """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built."""
+def check_config(path: str, otel: bool = False) -> configfile.ServerConfig:
+    """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built.
+
+    ``otel``: as ``tavrida2 run --otel`` would (OpenTelemetry must be installed).
+    """
     from tavrida2.server import Server, file_server_arguments
 
     loaded = configfile.load(path)
@@ -31,17 +34,22 @@ def check_config(path: str) -> configfile.ServerConfig:
         )
     loaded.bind_discovery()
     # builds nothing on the broker: checks the handlers against the engine, stop_timeout, ...
-    Server(**file_server_arguments(loaded))
+    arguments = file_server_arguments(loaded)
+    arguments["otel"] = arguments["otel"] or otel
+    Server(**arguments)
     return loaded
 
 
 def worker_specs(
-    configs: Sequence[str], workers: int, log_level: str | None = None
+    configs: Sequence[str], workers: int, log_level: str | None = None, otel: bool = False
 ) -> list[WorkerSpec]:
-    """``workers`` specs per config, named ``CONFIG#1`` .. ``CONFIG#N``; configs checked first."""
+    """``workers`` specs per config, named ``CONFIG#1`` .. ``CONFIG#N``; configs checked first.
+
+    ``otel``: each worker runs with ``--otel``.
+    """
     if workers < 1:
         raise ValueError(f"workers={workers}: expected 1 or more")
-    loaded = [check_config(path) for path in configs]
+    loaded = [check_config(path, otel) for path in configs]
     command = [sys.executable, "-m", "tavrida2"]
     if log_level:
         command += ["--log-level", log_level]
@@ -53,7 +61,7 @@ def worker_specs(
             specs.append(
                 WorkerSpec(
                     name=f"{path}#{seen[path]}",
-                    argv=[*command, "run", os.path.abspath(path)],
+                    argv=[*command, "run", os.path.abspath(path), *(["--otel"] if otel else [])],
                     stop_timeout=config.stop_timeout,
                     slot=slot,
                 )
@@ -66,9 +74,10 @@ def run(
     workers: int,
     log_level: str | None = None,
     policy: RestartPolicy | None = None,
+    otel: bool = False,
 ) -> int:
     """Check the configs, then supervise their workers until SIGTERM/SIGINT; the exit code."""
-    specs = worker_specs(configs, workers, log_level)
+    specs = worker_specs(configs, workers, log_level, otel)
     print(
         f"tavrida2: {workers} worker process(es) for each of {', '.join(configs)}; "
         "Ctrl-C stops them all",

@@ -21,10 +21,25 @@ import pytest
 from tavrida2 import cli, configfile
 from tavrida2.discovery.dsfile import DSFile
 from tavrida2.server import Server, file_server_arguments
-from tavrida2.topology import GraphSourceError, build_graph, render_dot, render_mermaid
+from tavrida2.topology import (
+    GraphSourceError,
+    build_graph,
+    render_dot,
+    render_mermaid,
+    render_text,
+)
 from tavrida2.topology.build import INSTANCE_QUEUE_SUFFIX
 from tavrida2.topology.layout import render_svg_layout
-from tavrida2.topology.model import ANSWERED, CODE, DEAD_LETTERS, INSTANCE, CallEdge
+from tavrida2.topology.model import (
+    ANSWERED,
+    BY_METHOD,
+    CODE,
+    DEAD_LETTERS,
+    INSTANCE,
+    METHOD,
+    OTHER_METHODS,
+    CallEdge,
+)
 from tavrida2.topology.svg import graphviz, render_svg
 from tests.unit.test_cli import run_cli
 
@@ -276,3 +291,56 @@ def test_code_calls_follow_the_proxy_parameter_whatever_its_name() -> None:
     assert [(c.callee, c.method) for c in declared_calls(Caller)] == [("t2topo_other", "ask")]
     made = type("Made", (Caller,), {})  # no source of its own: its base class is read
     assert list(code_calls(made)) == list(code_calls(Caller))
+
+
+def test_methods_with_queues_of_their_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "t2topo_mq.py").write_text(
+        "from tavrida2 import dispatcher, service\n\n"
+        '@dispatcher.rpc_service("reports")\n'
+        "class Reports(service.ServiceController):\n"
+        '    @dispatcher.rpc_method(method="build", prefetch=2)\n'
+        "    def build(self, request, proxy):\n"
+        "        return {}\n\n"
+        '    @dispatcher.rpc_method(method="list")\n'
+        "    def list(self, request, proxy):\n"
+        "        return {}\n"
+    )
+    (tmp_path / "services.ds").write_text("[reports]\nexchange = t2topo_reports_ex\n")
+    config = tmp_path / "reports.ini"
+    config.write_text(
+        '[server]\nqueue_name = "t2topo_reports_q"\nexchange_name = "t2topo_reports_ex"\n'
+        'discovery = "services.ds"\n'
+        'services = [{"name": "reports", "controller": "t2topo_mq.Reports"}]\n'
+    )
+    graph = build_graph([str(config)])
+    names = expected_names([config], [])
+    assert set(graph.queues) == names["queues"]
+    assert set(graph.exchanges) == names["exchanges"]
+    own = graph.queues["t2topo_reports_q.reports.build"]
+    assert (own.kind, own.entry_point, own.prefetch) == (METHOD, "reports.build", 2)
+    assert [s.name for s in graph.services_on(own.name)] == ["reports"]
+    by_method = graph.exchanges["t2topo_reports_q.reports.by-method"]
+    assert (by_method.kind, by_method.alternate) == (
+        BY_METHOD,
+        "t2topo_reports_q.reports.other-methods",
+    )
+    assert graph.exchanges[by_method.alternate].kind == OTHER_METHODS
+    assert [(e.source, e.destination, e.routing_key) for e in graph.exchange_bindings] == [
+        ("t2topo_reports_ex", by_method.name, "reports.#")
+    ]
+    text = render_text(graph)
+    assert "removed: t2topo_reports_ex --[reports.#]--> t2topo_reports_q" in text
+    assert "reports.build: t2topo_reports_q.reports.build, prefetch 2" in text
+    dot = render_dot(graph)
+    assert f'"e:t2topo_reports_ex" -> "e:{by_method.name}" [label="reports.#"' in dot
+    assert f'"e:{by_method.name}" -> "e:{by_method.alternate}" [label="others"' in dot
+    everything = names["services"] | names["exchanges"] | names["queues"]
+    code, out, err = run_cli("topology", str(config), "--format", "svg", capsys=capsys)
+    assert code == 0, err
+    assert everything <= {t.text for t in ET.fromstring(out.encode()).iter(f"{SVG}text")}
+    mermaid = render_mermaid(graph)
+    assert all(f'"{name}"' in mermaid for name in everything)
+    layout = ET.fromstring(render_svg_layout(graph).encode())
+    assert everything <= {t.text for t in layout.iter(f"{SVG}text")}
