@@ -103,7 +103,7 @@ class Dashboard:
         except ManagementUnavailable as exc:
             management_error = str(exc)
         queues = [self._queue_row(name, stats) for name in graph.queues]
-        peers = self.instances.peers()
+        peers = [peer for peer in self.instances.peers() if self._ours(peer)]
         known = set(graph.queues)
         return {
             "sources": graph.sources,
@@ -126,6 +126,18 @@ class Dashboard:
             "dead_letters": [row for row in queues if row["kind"] == "dead-letters"],
             "traces": {"enabled": self.settings.trace_db is not None},
         }
+
+    def _ours(self, peer: dict[str, Any]) -> bool:
+        """An instance of this system: on one of its queues, else running one of its services.
+
+        The announcements of every server on the broker's vhost arrive here.
+        """
+        graph = self.system.graph
+        if self.system.server_queues:
+            return peer["queue"] in graph.queues
+        if graph.services:
+            return bool(set(peer["services"]) & set(graph.services))
+        return True
 
     def _queue_row(self, name: str, stats: dict[str, QueueStats]) -> dict[str, Any]:
         queue = self.system.graph.queues[name]

@@ -255,3 +255,24 @@ def test_the_command_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli("dashboard", "--help", capsys=capsys)
     assert code == 0
     assert "--allow-replay" in out and "127.0.0.1:8765" in out
+
+
+def test_only_the_systems_instances_are_shown() -> None:
+    web = client()
+    dashboard = web.app.state.dashboard
+    listener = dashboard.instances
+    for instance, queue, services in [
+        ("ours", "t2sample_world_queue", ["test_world"]),
+        ("same-name-elsewhere", "other_queue", ["test_world"]),
+    ]:
+        body = {
+            "instance": instance,
+            "services": services,
+            "host": "h",
+            "pid": 1,
+            "started_at": time.time(),
+            "queue": queue,
+        }
+        listener._on_announcement(AMQPMessage(json.dumps(body).encode(), {}))
+    shown = web.get("/api/state").json()["instances"]["announced"]
+    assert [peer["instance"] for peer in shown] == ["ours"]
