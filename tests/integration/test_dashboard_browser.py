@@ -246,6 +246,15 @@ def test_the_dashboard_of_a_running_sample(
     page.locator(f'#deadletters-table tr[data-queue="{system.world_dlq}"] button.browse').click()
     expect(page.locator("#letters-table tbody tr")).to_have_count(1)
     expect(page.locator("#letters-table")).to_contain_text("test_world.no_such_method")
+    message_id = page.locator("#letters-table tbody tr").first.get_attribute("data-message-id")
+    api = f"http://127.0.0.1:{port}/api"
+    letter = page.request.get(f"{api}/deadletters/{system.world_dlq}/{message_id}")
+    assert letter.ok and letter.json()["destination"] == "test_world.no_such_method"
+    missing = page.request.get(f"{api}/deadletters/{system.world_dlq}/no-such-id")
+    assert missing.status == 404 and "no-such-id" in missing.json()["error"]
+    queue = page.request.get(f"{api}/queues/{system.world_queue}")
+    assert queue.ok
+    assert (queue.json()["messages"], queue.json()["consumers"]) == (3, 0)  # world is stopped
     page.locator(f'#deadletters-table tr[data-queue="{system.world_dlq}"] button.replay').click()
     expect(page.locator("#replay-dialog")).to_be_visible()
     screenshot(page, "replay")
