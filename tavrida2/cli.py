@@ -501,7 +501,7 @@ def _ds_check(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: no services (expected [service] sections with 'exchange')")
     width = max(len(name) for name in ds.services)
     print(f"{args.file}: {len(ds.services)} service(s)")
-    for entry in ds.services.values():
+    for entry in ds.entries.values():
         notes = f"  notifications: {entry.notifications}" if entry.notifications else ""
         print(f"  {entry.service:<{width}}  exchange: {entry.exchange}{notes}")
     return 0

@@ -50,13 +50,18 @@ address (host, port, credentials, virtual host, TLS) of ``[connection]``.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import configparser
+import copy
 import importlib
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import jsonschema
@@ -146,17 +151,29 @@ SCHEMA: dict[str, Any] = {
                     "minLength": 1,
                 },
                 "shuffle_hosts": {"type": "boolean"},
+                # Tavrida 1.0's (pika's); async engine: see ConnectionConfig.to_aio_params
+                "channel_max": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "frame_max": {"type": "integer", "minimum": 4096, "maximum": 131072},
+                "locale": _NAME,
+                "backpressure_detection": {"type": "boolean"},
             },
             "additionalProperties": False,
         },
         "ssl": {
             "type": "object",
             "properties": {
-                "ca_certs": _NAME,
-                "certfile": _NAME,
-                "keyfile": _NAME,
+                # empty: not given (Tavrida 1.0's example file leaves them "")
+                "ca_certs": {"type": "string"},
+                "certfile": {"type": "string"},
+                "keyfile": {"type": "string"},
                 "server_hostname": _NAME,
                 "verify": {"type": "boolean"},
+                # Tavrida 1.0's ssl.wrap_socket arguments (tavrida2.tls_compat)
+                "cert_reqs": {"enum": [0, 1, 2]},
+                "ssl_version": {"type": "integer"},
+                "suppress_ragged_eofs": {"type": "boolean"},
+                "ciphers": {"type": "string"},
+                "server_side": {"type": "boolean"},
             },
             "additionalProperties": False,
         },
@@ -264,7 +281,17 @@ def _decode(raw: str, boolean: bool) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return text
+        pass
+    if text[:1] in ("[", "{", "'", '"'):
+        # Tavrida 1.0 read `services` as a Python literal (single quotes, True/None)
+        # and its config library took 'single-quoted' strings
+        try:
+            value = ast.literal_eval(text)
+            if isinstance(value, str | list | dict):
+                return json.loads(json.dumps(value))  # tuples as lists; no sets or bytes
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    return text
 
 
 def _check(path: str, sections: dict[str, dict[str, Any]]) -> None:
@@ -325,7 +352,7 @@ def import_controller(path: str, dotted: str, where: str) -> type[ServiceControl
     if folder not in sys.path:
         sys.path.insert(0, folder)
     try:
-        module = importlib.import_module(module_name)
+        module = _running_script(module_name) or importlib.import_module(module_name)
     except ImportError as exc:
         raise _error(
             path, where, f"cannot import module {module_name!r} for controller {dotted!r} ({exc})"
@@ -454,7 +481,7 @@ def _entry(
             "key (the path of a .ds file)",
         )
     ds_file = os.path.join(os.path.dirname(os.path.abspath(file)), ds_path)
-    listed = DSFile(ds_file).services.get(name)
+    listed = DSFile(ds_file).entries.get(name)
     if listed is None:
         raise _error(
             file,
@@ -514,7 +541,7 @@ def connection_config(
     if sections.get("ssl"):
         ssl_options = dict(sections["ssl"])
         for key in ("ca_certs", "certfile", "keyfile"):  # as discovery: next to the file
-            if key in ssl_options:
+            if ssl_options.get(key):
                 ssl_options[key] = os.path.join(
                     os.path.dirname(os.path.abspath(path)), ssl_options[key]
                 )
@@ -538,12 +565,165 @@ def connection_config(
         raise _error(path, f"section {section}", reason) from None
 
 
+def _running_script(module_name: str) -> ModuleType | None:
+    """``__main__`` when ``module_name`` names the script being run, else None.
+
+    A Tavrida 1.0 server script (``python hello_server.py``) defines its
+    controllers and names them in its config file as ``hello_server.Class``;
+    importing ``hello_server`` would run the script a second time and define
+    the controllers twice. As in 1.0, the running script's classes are used.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or module_name in sys.modules:
+        return None
+    if getattr(getattr(main, "__spec__", None), "name", None) == module_name:
+        return main  # python -m module_name
+    main_file = getattr(main, "__file__", None)
+    if not main_file:
+        return None
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+        return None
+    return main if os.path.samefile(spec.origin, main_file) else None
+
+
+# ---- Tavrida 1.0's configfile helpers (issue 17, item 4) ---------------------------
+# 1.0 kept the file read last by get_config() in a process-wide object and read the
+# services from it; so do these.
+
+_loaded: dict[str, Any] = {}
+
+
+def config_file_from_args(args: list[str] | None, project_name: str | None = None) -> str | None:
+    """The ``--config-file PATH`` of a command line (Tavrida 1.0's option), or None.
+
+    ``--help`` prints the usage and exits, as 1.0's did; other arguments raise
+    ``ConfigError``: 1.0's config library refused them too.
+    """
+    parser = argparse.ArgumentParser(
+        prog=project_name, description="Run the services of a config file.", exit_on_error=False
+    )
+    parser.add_argument(
+        "--config-file", action="append", metavar="PATH", help="the server's config file"
+    )
+    try:
+        known, unknown = parser.parse_known_args(list(args or ()))
+    except argparse.ArgumentError as exc:
+        raise exceptions.ConfigError(reason=f"command line: {exc}") from None
+    if unknown:
+        raise exceptions.ConfigError(
+            reason=f"command line: unknown argument(s) {' '.join(unknown)}; "
+            f"expected --config-file PATH ({parser.format_usage().strip()})"
+        )
+    files: list[str] = known.config_file or []
+    if len(files) > 1:
+        raise exceptions.ConfigError(
+            reason=f"command line: --config-file given {len(files)} times; "
+            "tavrida2 reads one config file"
+        )
+    return files[0] if files else None
+
+
+def get_config(
+    args: list[str] | None, project_name: str | None = None, config_file: str | None = None
+) -> list[str]:
+    """Read and check a server config file for the helpers below; ``[path]``.
+
+    The file is ``--config-file PATH`` of ``args`` (a command line without
+    the program name, e.g. ``sys.argv[1:]``), else ``config_file``; neither
+    raises ``ConfigFileIsNotDefined``. ``project_name`` names the program in
+    command-line errors. A bad file raises ``ConfigError``. As in Tavrida 1.0,
+    the result is a list of the one path.
+    """
+    path = config_file_from_args(args, project_name) or config_file
+    if not path:
+        raise exceptions.ConfigFileIsNotDefined()
+    path = os.fspath(path)
+    sections = read_sections(path)
+    _check(path, sections)
+    _loaded.clear()
+    _loaded.update(path=path, sections=sections)
+    return [path]
+
+
+def forget_config() -> None:
+    """Forget the file :func:`get_config` read (the helpers raise ``ConfigFileIsNotDefined``)."""
+    _loaded.clear()
+
+
+def get_services() -> list[dict[str, Any]]:
+    """The service dicts of ``[server] services`` of the file :func:`get_config` read."""
+    if not _loaded:
+        raise exceptions.ConfigFileIsNotDefined()
+    services = _loaded["sections"]["server"]["services"]
+    if isinstance(services, str):
+        raise _error(
+            _loaded["path"],
+            "section [server], key 'services'",
+            f"{services!r} is a folder of controllers; Tavrida 1.0's helpers read a list "
+            "of services (the folder's services are known once the server loads it)",
+        )
+    return copy.deepcopy(list(services))
+
+
+def get_services_controllers() -> list[str]:
+    """The dotted names of the services' controller classes, in file order."""
+    return [service["controller"] for service in get_services()]
+
+
+def get_services_names() -> list[str]:
+    """The names of the services, in file order."""
+    return [service["name"] for service in get_services()]
+
+
+def get_services_classes() -> list[type]:
+    """The services' controller classes, imported (:func:`import_class`), in file order."""
+    return [import_class(dotted) for dotted in get_services_controllers()]
+
+
+def get_service_name_class_mapping() -> dict[str, type]:
+    """Service name -> controller class."""
+    return dict(zip(get_services_names(), get_services_classes(), strict=True))
+
+
+def import_class(import_str: str) -> type:
+    """The class named ``module.Class``, or ``Class`` of the running script; else ``ImportError``.
+
+    ``module.Class`` where ``module`` is the running script gives the
+    script's class rather than importing the script again.
+    """
+    module_name, _, class_name = import_str.rpartition(".")
+    if module_name:
+        module = _running_script(module_name) or importlib.import_module(module_name)
+    else:
+        module = sys.modules["__main__"]
+    found = getattr(module, class_name, None)
+    if not isinstance(found, type):
+        raise ImportError(f"Class {class_name} cannot be found in module {module.__name__}")
+    return found
+
+
+# ---- end of Tavrida 1.0's configfile helpers ----
+
+
 __all__ = [
     "SCHEMA",
     "URL_VARIABLE",
     "ServerConfig",
     "ServiceEntry",
+    "config_file_from_args",
     "connection_config",
+    "forget_config",
+    "get_config",
+    "get_service_name_class_mapping",
+    "get_services",
+    "get_services_classes",
+    "get_services_controllers",
+    "get_services_names",
+    "import_class",
     "import_controller",
     "load",
     "read_sections",

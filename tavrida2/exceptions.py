@@ -36,6 +36,7 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
 
 from __future__ import annotations
 
+import configparser
 import copy
 from typing import Any
 
@@ -344,6 +345,35 @@ class QueueTypeMismatch(PreconditionFailed):
 class UnroutableMessage(DriverError):
     _msg_template = "No queue is bound to %(exchange)r for routing key %(routing_key)r"
     _service_error_code = 1042
+
+
+# ---- Tavrida 1.0 compatibility: .ds file errors (issue 17, items 1 and 3; compat-a) ----
+# Each class is the tavrida2 error *and* the error Tavrida 1.0 raised in the same
+# case, so ``except`` clauses written for either version catch it.
+
+
+class DSFileError(ConfigError, configparser.Error):
+    """A ``.ds`` file that cannot be read or parsed (1.0 raised ``ConfigParser.Error``)."""
+
+
+class ServiceNotInDSFile(ServiceIsNotRegister, ConfigError, KeyError):
+    """A ``.ds`` file has no section for a service.
+
+    1.0 raised ``KeyError`` from ``DSFile[name]`` and ``ServiceIsNotRegister``
+    (code 1026) from ``FileBasedDiscoveryService``; tavrida2 raised ``ConfigError``.
+    """
+
+    _msg_template = "Service %(service)s is not registered: %(reason)s"
+
+
+class SubscriptionNotInDSFile(ServiceNotInDSFile, CantRegisterRemotePublisher):
+    """A subscription to a service the ``.ds`` file does not list.
+
+    1.0 raised ``ServiceIsNotRegister``; tavrida2 raised ``CantRegisterRemotePublisher``.
+    """
+
+
+# ---- end of Tavrida 1.0 .ds file errors ----
 
 
 class RemoteError(TavridaError):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -576,17 +577,34 @@ class CLIServer(Server):
     its entry names; a bad file raises ``ConfigError`` naming the file,
     section and key. This is what ``tavrida2 run CONFIG`` runs.
 
+    Without ``config_file`` the file is the command line's ``--config-file
+    PATH``, as in Tavrida 1.0 (``python hello_server.py --config-file
+    hello.cfg``); without either, ``ConfigFileIsNotDefined``. ``project_name``
+    names the program in command-line errors. The file is also the one
+    ``configfile.get_services()`` and the other 1.0 helpers read.
+
     ``otel=True`` traces with OpenTelemetry even if the file does not say
     ``otel = true`` (``tavrida2 run --otel``).
 
     Example::
 
         server.CLIServer("hello.ini").run()
+        server.CLIServer().run()   # --config-file PATH from sys.argv
     """
 
-    def __init__(self, config_file: str | os.PathLike[str], otel: bool = False) -> None:
+    def __init__(
+        self,
+        config_file: str | os.PathLike[str] | None = None,
+        project_name: str | None = None,
+        *,
+        otel: bool = False,
+    ) -> None:
         from tavrida2 import configfile
 
+        if config_file is None:
+            [config_file] = configfile.get_config(sys.argv[1:], project_name)
+        else:
+            configfile.get_config([], project_name, os.fspath(config_file))
         loaded = configfile.load(config_file)
         loaded.bind_discovery()
         tracer = None
