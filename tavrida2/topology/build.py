@@ -99,7 +99,7 @@ def _reason(exc: exceptions.ConfigError) -> str:
 
 def add_ds_file(graph: SystemGraph, ds: DSFile) -> None:
     """The services of ``ds``, their exchanges and notification exchanges."""
-    for entry in ds.services.values():
+    for entry in ds.entries.values():
         graph.add_service(
             ServiceNode(entry.service, entry.exchange, entry.notifications, None, _shown(ds.path))
         )

@@ -70,7 +70,7 @@ def expected_names(configs: list[Path], ds_files: list[Path]) -> dict[str, set[s
             names["queues"].add(shown)
         ds_paths.append(path.parent / "services.ds")
     for path in ds_paths:
-        for entry in DSFile(path).services.values():
+        for entry in DSFile(path).entries.values():
             names["services"].add(entry.service)
             names["exchanges"].add(entry.exchange)
             if entry.notifications:
