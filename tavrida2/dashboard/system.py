@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tavrida2 import configfile
+from tavrida2.cli import DEFAULT_URL
 from tavrida2.config import ConnectionConfig
 from tavrida2.masking import mask_url_passwords
 from tavrida2.topology import GraphSourceError, SystemGraph, build_graph, render_svg
 from tavrida2.topology.model import DEAD_LETTERS, SERVER
-
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ def load_system(
     graph = build_graph(configs, ds_files, on_error=keep)
     failed = {error.path for error in errors}
     loaded = [path for path in configs if path not in failed]
+    # read again for its connection only: the controllers are imported already
     connection = configfile.load(loaded[0]).connection if loaded else None
     chosen = url or os.environ.get(configfile.URL_VARIABLE)
     if chosen or connection is None:
@@ -65,4 +65,4 @@ def load_system(
     return SystemView(graph, connection, errors, svg[svg.find("<svg") :])
 
 
-__all__ = ["DEFAULT_URL", "SourceError", "SystemView", "load_system"]
+__all__ = ["SourceError", "SystemView", "load_system"]
