@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.brokers.tls_broker import tls_broker
+
 # loggers whose level the `tavrida2` command sets when it runs in-process (cli.main)
 _LOGGERS = ("", "tavrida2", "pika", "aio_pika", "aiormq")
 
@@ -24,3 +26,6 @@ def _restored_logging() -> Iterator[None]:
     for name, level in saved.items():
         logging.getLogger(name).setLevel(level)
     logging.getLogger().handlers[:] = root_handlers
+
+
+__all__ = ["tls_broker"]  # shared by every module that asks for it (tests/brokers/tls_broker.py)
