@@ -4,6 +4,7 @@
 
     tavrida2 run CONFIG                      serve the services of an INI config file
     tavrida2 run CONFIG... --workers N       N supervised processes per config
+    tavrida2 run CONFIG --metrics-port PORT  also serve Prometheus metrics (tavrida2[metrics])
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
     tavrida2 ds check FILE                   check a .ds file, list services and exchanges
@@ -48,6 +49,7 @@ _EPILOG = """\
 examples:
   tavrida2 run samples/deploy/hello.ini
   tavrida2 run samples/deploy/hello.ini samples/deploy/world.ini --workers 3
+  tavrida2 run samples/deploy/hello.ini --metrics-port 9100
   tavrida2 call test_hello.hello param=123 --ds samples/deploy/services.ds
   tavrida2 cast test_hello.hello param='"text"' --exchange hello_exchange
   tavrida2 ds check samples/deploy/services.ds
@@ -86,17 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
-    run.add_argument("config", metavar="CONFIG", nargs="+", help="a server's INI config file")
-    run.add_argument(
-        "--workers",
-        type=_worker_count,
-        default=1,
-        metavar="N",
-        help="processes per config, competing on its queue, under a supervisor that "
-        "restarts them (default 1: one config is served in this process)",
-    )
-    run.set_defaults(handler=_run)
+    _add_run(commands)
 
     for name, handler in (("call", _call), ("cast", _cast)):
         sub = commands.add_parser(
@@ -182,6 +174,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run(commands: Any) -> None:
+    """The ``run`` command's arguments."""
+    run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
+    run.add_argument("config", metavar="CONFIG", nargs="+", help="a server's INI config file")
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="processes per config, competing on its queue, under a supervisor that "
+        "restarts them (default 1: one config is served in this process)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the `metrics` "
+        "extra; 0: any free port); with several workers, worker i (0, 1, ...) gets PORT+i",
+    )
+    run.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address the metrics listen on (default: [metrics] host, else 127.0.0.1)",
+    )
+    run.set_defaults(handler=_run)
+
+
 def _doc(func: Any) -> str:
     return inspect.cleandoc(func.__doc__ or "")
 
@@ -198,6 +217,16 @@ def _worker_count(text: str) -> int:
     return count
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: expected a port number from 0 to 65535")
+    return port
+
+
 def _run(args: argparse.Namespace) -> int:
     """Serve the services of CONFIG until SIGINT or SIGTERM.
 
@@ -211,14 +240,25 @@ def _run(args: argparse.Namespace) -> int:
     from tavrida2.workers.link import SupervisorLink
 
     if len(args.config) > 1 or args.workers > 1:
-        return launch.run(args.config, args.workers, args.log_level)
+        return launch.run(
+            args.config,
+            args.workers,
+            args.log_level,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     link = SupervisorLink.from_environment()
-    srv = CLIServer(args.config[0])
+    srv = CLIServer(args.config[0], args.metrics_port, args.metrics_host)
     if link is not None:
         link.attach(srv)
+    metrics = ""
+    if srv.metrics_endpoint is not None:
+        host, port = srv.metrics_endpoint
+        metrics = f"; metrics on {host}:{port or '(any free port)'}"
     print(
         f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
-        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}); Ctrl-C stops",
+        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}){metrics}; "
+        "Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )

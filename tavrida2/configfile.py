@@ -34,6 +34,12 @@
     certfile = /etc/ssl/client.pem
     keyfile = /etc/ssl/client.key
 
+    [metrics]
+    ; tavrida2 run serves Prometheus metrics on http://host:port/metrics
+    ; (the `metrics` extra; --metrics-port and --metrics-host win)
+    port = 9100
+    host = 127.0.0.1
+
 Values are JSON where they parse as JSON (numbers, ``true``, lists, objects,
 "quoted strings"), plain strings otherwise; booleans also accept yes/no/on/off.
 The file is checked against a JSON Schema (:data:`SCHEMA`): an unknown key, a
@@ -68,6 +74,9 @@ from tavrida2.service import ServiceController
 
 #: Environment variable whose URL overrides the broker address of ``[connection]``.
 URL_VARIABLE = "TAVRIDA2_URL"
+#: Where metrics are served unless ``[metrics] host`` says otherwise: this host only
+#: (the same as ``tavrida2.metrics.DEFAULT_HOST``, which needs prometheus_client).
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 _NAME = {"type": "string", "minLength": 1}
 _SERVICE = {
@@ -148,6 +157,15 @@ SCHEMA: dict[str, Any] = {
             },
             "additionalProperties": False,
         },
+        "metrics": {
+            "type": "object",
+            "properties": {
+                "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+                "host": _NAME,
+            },
+            "required": ["port"],
+            "additionalProperties": False,
+        },
         "trace": {
             "type": "object",
             "properties": {
@@ -202,6 +220,9 @@ class ServerConfig:
     trace: dict[str, Any] | None = None
     #: ``"classic"`` or ``"quorum"`` (:mod:`tavrida2.queuetypes`).
     queue_type: str = CLASSIC
+    #: ``(host, port)`` of ``[metrics]``: where ``tavrida2 run`` serves Prometheus
+    #: metrics (:mod:`tavrida2.metrics`); None without the section.
+    metrics: tuple[str, int] | None = None
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -392,7 +413,14 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         _announce_period(server),
         dict(sections["trace"]) if "trace" in sections else None,
         server.get("queue_type", CLASSIC),
+        _metrics_endpoint(sections.get("metrics")),
     )
+
+
+def _metrics_endpoint(section: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    if section is None:
+        return None
+    return str(section.get("host", DEFAULT_METRICS_HOST)), int(section["port"])
 
 
 def _announce_period(server: Mapping[str, Any]) -> float | Literal["default"] | None:
@@ -460,6 +488,7 @@ def connection_config(
 
 
 __all__ = [
+    "DEFAULT_METRICS_HOST",
     "SCHEMA",
     "URL_VARIABLE",
     "ServerConfig",

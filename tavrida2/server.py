@@ -33,6 +33,7 @@ from tavrida2.service import ServiceController
 
 if TYPE_CHECKING:
     from tavrida2.configfile import ServerConfig
+    from tavrida2.metrics import MetricsEndpoint, PrometheusMetrics, ServerInstruments
 
 log = logging.getLogger(__name__)
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
@@ -51,7 +52,8 @@ class Server:
     time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
     with up to ``prefetch_count`` messages in flight. ``queue_type="quorum"``
     declares the server's queue as a RabbitMQ quorum queue (replicated; see
-    :mod:`tavrida2.queuetypes`).
+    :mod:`tavrida2.queuetypes`). ``metrics=PrometheusMetrics()`` counts and
+    times what the server handles (:mod:`tavrida2.metrics`, the ``metrics`` extra).
 
     Example::
 
@@ -73,6 +75,7 @@ class Server:
         tracer: Tracer | None = None,
         announce_period: float | Literal["default"] | None = "default",
         queue_type: str = CLASSIC,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -133,6 +136,11 @@ class Server:
             self.dead_letter_policy.check_quorum()
         self._queue_name = queue_name
         self._exchange_name = exchange_name
+        #: Counts and times what this server handles; None: nothing is measured.
+        self.metrics = metrics
+        self._instruments: ServerInstruments | None = (
+            None if metrics is None else metrics.for_server(queue_name)
+        )
         self._service_list = classes
         self._services: list[ServiceController] = []
         self._driver: SyncDriver | AsyncDriver | None = None
@@ -199,6 +207,10 @@ class Server:
         errors = PostProcessor(publisher, fallback)
         for controller in self._services:
             controller._describe_server = self.describe
+            if self.metrics is not None:
+                # first: it also times the other middlewares and sees what they stop
+                middleware = self.metrics.middleware(controller.service_name)
+                controller._incoming_middlewares.insert(0, middleware)
         preprocessor = PreProcessor(RoutingTable(self._services), self._services, errors)
         if self.tracer is not None:
             preprocessor.tracer = errors.tracer = self.tracer
@@ -237,6 +249,8 @@ class Server:
             raise RuntimeError("start() is for the sync engine; use run() or await serve()")
         driver = create_sync_driver(self._config)
         self._driver = driver
+        if self._instruments is not None:
+            driver.on_reconnect = self._instruments.reconnected
         driver.connect()
         self.started_at = time.time()
         self._declare_sync(driver)
@@ -244,6 +258,7 @@ class Server:
             self._build(driver, self._calls(SyncCalls(driver))),
             self._dead_letters(),
             driver.publish,
+            self._instruments,
         )
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
@@ -368,6 +383,8 @@ class Server:
             return
         driver = create_async_driver(self._config)
         self._driver = driver
+        if self._instruments is not None:
+            driver.on_reconnect = self._instruments.reconnected
         scheduler = None
         try:
             await driver.connect()
@@ -388,7 +405,11 @@ class Server:
                 AsyncOutbox(driver, loop), self._calls(AsyncCalls(driver, loop))
             )
             engine = AsyncEngine(
-                preprocessor, loop, dead_letters=self._dead_letters(), driver=driver
+                preprocessor,
+                loop,
+                dead_letters=self._dead_letters(),
+                driver=driver,
+                events=self._instruments,
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
@@ -456,12 +477,24 @@ class CLIServer(Server):
     its entry names; a bad file raises ``ConfigError`` naming the file,
     section and key. This is what ``tavrida2 run CONFIG`` runs.
 
+    With a metrics port (``metrics_port``, else the file's ``[metrics] port``),
+    :meth:`run` first serves the server's Prometheus metrics on
+    ``http://HOST:PORT/metrics`` (:mod:`tavrida2.metrics`; the host is
+    ``metrics_host``, else the file's, else 127.0.0.1). A port in use raises
+    ``MetricsPortInUse`` before anything connects; without prometheus_client,
+    a ``ConfigError`` names the ``metrics`` extra.
+
     Example::
 
         server.CLIServer("hello.ini").run()
     """
 
-    def __init__(self, config_file: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        config_file: str | os.PathLike[str],
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
+    ) -> None:
         from tavrida2 import configfile
 
         loaded = configfile.load(config_file)
@@ -478,7 +511,53 @@ class CLIServer(Server):
                 ) from None
         #: The checked contents of the file.
         self.file_config = loaded
-        super().__init__(**file_server_arguments(loaded), tracer=tracer)
+        #: ``(host, port)`` where :meth:`run` serves the metrics; None: no metrics.
+        self.metrics_endpoint = _metrics_endpoint(loaded, metrics_port, metrics_host)
+        metrics = None
+        if self.metrics_endpoint is not None:
+            try:
+                from tavrida2.metrics import PrometheusMetrics
+            except ImportError as exc:
+                raise exceptions.ConfigError(reason=str(exc)) from None
+            metrics = PrometheusMetrics()
+        self._endpoint: MetricsEndpoint | None = None
+        super().__init__(**file_server_arguments(loaded), tracer=tracer, metrics=metrics)
+
+    def run(self) -> None:
+        """Serve the metrics (if asked), then :meth:`Server.run`; the endpoint closes after."""
+        if self.metrics is None or self.metrics_endpoint is None:
+            super().run()
+            return
+        from tavrida2.metrics import MetricsEndpoint
+
+        host, port = self.metrics_endpoint
+        with MetricsEndpoint(port, host, self.metrics.registry) as endpoint:
+            self._endpoint = endpoint
+            super().run()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served while :meth:`run` runs (the port chosen, if 0 was)."""
+        return None if self._endpoint is None else self._endpoint.url
+
+
+def _metrics_endpoint(
+    loaded: ServerConfig, port: int | None, host: str | None
+) -> tuple[str, int] | None:
+    """``(host, port)`` of a CLIServer's metrics: the arguments, else the file's."""
+    from tavrida2.configfile import DEFAULT_METRICS_HOST
+
+    file_host, file_port = loaded.metrics or (DEFAULT_METRICS_HOST, None)
+    if port is None:
+        port = file_port
+    if port is None:
+        if host is not None:
+            raise exceptions.ConfigError(
+                reason=f"a metrics host ({host}) but no metrics port: give --metrics-port "
+                f"or [metrics] port in {loaded.path}"
+            )
+        return None
+    return host or file_host, port
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:
