@@ -77,8 +77,7 @@ def families_of(registry: CollectorRegistry, buckets: Sequence[float]) -> Famili
             ),
             duration=Histogram(
                 "tavrida2_message_duration_seconds",
-                "Seconds from the incoming middlewares to the end of the handler "
-                "(its answer sent)",
+                "Seconds from the incoming middlewares to the end of the handler (its answer sent)",
                 _HANDLED_LABELS,
                 registry=registry,
                 buckets=tuple(buckets),
