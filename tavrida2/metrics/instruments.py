@@ -37,10 +37,6 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     10.0,
     30.0,
 )
-#: How a handled message ended: its handler returned; it failed (the handler
-#: raised, what it sent was not confirmed, its payload was refused); an
-#: incoming middleware stopped it before its handler (a duplicate, say).
-OUTCOMES = ("ok", "error", "rejected")
 _HANDLED_LABELS = ("service", "method", "type", "outcome")
 
 
@@ -194,4 +190,4 @@ class PrometheusMetrics:
         return f"{type(self).__name__}(registry={self.registry!r})"
 
 
-__all__ = ["DEFAULT_BUCKETS", "OUTCOMES", "Families", "PrometheusMetrics", "ServerInstruments"]
+__all__ = ["DEFAULT_BUCKETS", "Families", "PrometheusMetrics", "ServerInstruments"]

@@ -23,6 +23,11 @@ from tavrida2.exceptions import WrongEntryPointFormat
 from tavrida2.messages import BROADCAST_HEADER, Error, Message, Response
 from tavrida2.middleware.base import Middleware
 
+#: How a handled message ended: its handler returned; it failed (the handler
+#: raised, what it sent was not confirmed, its payload was refused); an
+#: incoming middleware stopped it before its handler (a duplicate, say).
+OUTCOMES = ("ok", "error", "rejected")
+
 if TYPE_CHECKING:
     from tavrida2.metrics.instruments import Families
 
@@ -35,16 +40,28 @@ _clock = time.perf_counter
 
 class _Series:
     """The pre-bound children of one (service, method, type): a counter and a
-    histogram per outcome, and the service's in-flight gauge."""
+    histogram per outcome, and the service's in-flight gauge.
 
-    __slots__ = ("counters", "histograms", "in_flight")
+    ``ok`` and ``error`` are bound at once (their series exist from the first
+    message on); ``rejected``, which only services with a stopping middleware
+    have, on its first use.
+    """
+
+    __slots__ = ("counters", "families", "histograms", "in_flight", "labels")
 
     def __init__(self, families: Families, labels: tuple[str, str, str], in_flight: Any) -> None:
-        from tavrida2.metrics.instruments import OUTCOMES
-
-        self.counters = tuple(families.messages.labels(*labels, o) for o in OUTCOMES)
-        self.histograms = tuple(families.duration.labels(*labels, o) for o in OUTCOMES)
+        self.families = families
+        self.labels = labels
         self.in_flight = in_flight
+        self.counters: list[Any] = [None] * len(OUTCOMES)
+        self.histograms: list[Any] = [None] * len(OUTCOMES)
+        self.bind(_OK)
+        self.bind(_ERROR)
+
+    def bind(self, outcome: int) -> None:
+        name = OUTCOMES[outcome]
+        self.counters[outcome] = self.families.messages.labels(*self.labels, name)
+        self.histograms[outcome] = self.families.duration.labels(*self.labels, name)
 
 
 class _Started:
@@ -123,6 +140,8 @@ class MetricsMiddleware(Middleware):
         _started.set(started.outer)
         series = started.series
         series.in_flight.dec()
+        if series.counters[outcome] is None:
+            series.bind(outcome)
         series.counters[outcome].inc()
         series.histograms[outcome].observe(seconds)
 
@@ -146,4 +165,4 @@ class MetricsMiddleware(Middleware):
         return f"{type(self).__name__}(service={self.service!r})"
 
 
-__all__ = ["MESSAGE_TYPES", "MetricsMiddleware"]
+__all__ = ["MESSAGE_TYPES", "OUTCOMES", "MetricsMiddleware"]
