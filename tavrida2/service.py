@@ -146,7 +146,11 @@ class ServiceController(AbstractController):
         failure = confirmations.first_failure(sent) if sent and error is None else None
         if self._failed(info.name, message, error, failure):
             return
-        self._finish(message, result)
+        try:
+            self._finish(message, result)
+        except Exception as exc:  # the answer could not be made (not JSON, say)
+            self._after(message, exc)
+            raise
         self._after(message, None)
 
     async def handle_async(
@@ -177,14 +181,18 @@ class ServiceController(AbstractController):
         failure = await confirmations.first_failure_async(sent) if sent and error is None else None
         if self._failed(info.name, message, error, failure):
             return
-        if isinstance(message, IncomingRequestCall):
-            answer = self._answer(message, result)
-            try:
-                await self.postprocessor.send(answer)
-            except exceptions.TavridaError as exc:
-                self._log_unsent(message, exc)
-        else:
-            self._check_cast_result(result)
+        try:
+            if isinstance(message, IncomingRequestCall):
+                answer = self._answer(message, result)
+                try:
+                    await self.postprocessor.send(answer)
+                except exceptions.TavridaError as exc:
+                    self._log_unsent(message, exc)
+            else:
+                self._check_cast_result(result)
+        except BaseException as exc:  # the answer could not be made, or cancelled
+            self._after(message, exc)
+            raise
         self._after(message, None)
 
     def _failed(

@@ -53,7 +53,9 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) ->
 class Shop:
     """The ``shop`` server with metrics (registry ``registry``), running in a thread."""
 
-    def __init__(self, async_engine: bool, dedup: bool = False) -> None:
+    def __init__(
+        self, async_engine: bool, dedup: bool = False, queue_type: str = "classic"
+    ) -> None:
         self.registry = CollectorRegistry()
         self.broker = MemoryBroker.get(BROKER)
         self.entered = threading.Event()
@@ -114,6 +116,7 @@ class Shop:
             [ShopController],
             dead_letters=DeadLetterPolicy.for_queue(QUEUE, max_attempts=2, retry_delay=0.01),
             metrics=self.metrics,
+            queue_type=queue_type,
         )
         self._threads = server.run_servers([self.server])
 
@@ -126,10 +129,13 @@ class Shop:
 
     def settle(self) -> None:
         """Until nothing waits anywhere, the retry queue included."""
-        wait_for(
-            lambda: self.broker.is_idle() and self.broker.message_count(f"{QUEUE}.retry") == 0,
-            "the broker idle",
-        )
+        retry = f"{QUEUE}.retry"  # a quorum queue has none
+
+        def idle() -> bool:
+            waiting = retry in self.broker.queue_names() and self.broker.message_count(retry)
+            return self.broker.is_idle() and not waiting
+
+        wait_for(idle, "the broker idle")
 
     def stop(self) -> None:
         self.gate.set()
@@ -200,6 +206,26 @@ def test_known_traffic_gives_exact_counts(shop: Shop) -> None:
     assert sample(registry, f"{duration}_count", outcome="error", **labels) == 5
     assert sample(registry, f"{duration}_bucket", outcome="ok", le="+Inf", **labels) == 6
     assert sample(registry, f"{duration}_sum", outcome="ok", **labels) > 0
+
+
+def test_a_retry_on_a_quorum_queue_is_counted(async_engine: bool) -> None:
+    """There a failed cast goes back to its queue (a requeue), not to the retry queue."""
+    rig = Shop(async_engine, queue_type="quorum")
+    try:
+        with rig.client() as cli:
+            cli.shop.order(item="bad").cast()
+        rig.settle()
+        queue = {"queue": QUEUE}
+        wait_for(
+            lambda: (
+                sample(rig.registry, "tavrida2_dead_lettered_total", reason="failed", **queue) == 1
+            ),
+            "the dead letter counted",
+        )
+        assert sample(rig.registry, "tavrida2_retries_total", **queue) == 1
+        assert handled(rig.registry, "order", "request", "error") == 2
+    finally:
+        rig.stop()
 
 
 def test_the_latency_histogram_puts_a_slow_handler_in_its_bucket(shop: Shop) -> None:
