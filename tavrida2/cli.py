@@ -4,6 +4,7 @@
 
     tavrida2 run CONFIG                      serve the services of an INI config file
     tavrida2 run CONFIG... --workers N       N supervised processes per config
+    tavrida2 run CONFIG --reload             restart it when a controller file changes
     tavrida2 run CONFIG --metrics-port PORT  also serve Prometheus metrics (tavrida2[metrics])
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
@@ -11,6 +12,7 @@
     tavrida2 dlq list CONFIG                 the dead letters of a server, and why
     tavrida2 dlq replay CONFIG [--limit N]   publish them again where they were going
     tavrida2 topology CONFIG                 what a server would declare on the broker
+    tavrida2 spec CONFIG [--format F]        a server's AsyncAPI 3.0 document (or Markdown)
     tavrida2 peers [--ds FILE] [--url URL]   the running servers, as they announce themselves
     tavrida2 trace CORRELATION_ID [--db URL] a chain of calls from a trace database
 
@@ -44,6 +46,9 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 WORKER_VARIABLE = "TAVRIDA2_WORKER"  # set by a supervisor (tavrida2.workers.link)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: The formats of ``tavrida2 spec`` (:data:`tavrida2.spec.FORMATS`, kept here so that
+#: building the parser imports no more than it needs).
+SPEC_FORMATS = ("asyncapi-json", "asyncapi-yaml", "markdown")
 
 _EPILOG = """\
 examples:
@@ -55,6 +60,7 @@ examples:
   tavrida2 ds check samples/deploy/services.ds
   tavrida2 dlq list samples/deploy/hello.ini
   tavrida2 topology samples/deploy/hello.ini
+  tavrida2 spec samples/deploy/hello.ini --format asyncapi-yaml -o hello.asyncapi.yaml
 
 The broker is --url, else $TAVRIDA2_URL, else amqp://guest:guest@localhost:5672/%2F.
 Values of key=value are JSON where they parse as JSON (5, true, [1,2], {"a":1},
@@ -88,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    _add_run(commands)
+    _add_run_command(commands)
 
     for name, handler in (("call", _call), ("cast", _cast)):
         sub = commands.add_parser(
@@ -171,11 +177,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topology.add_argument("config", metavar="CONFIG")
     topology.set_defaults(handler=_topology)
+
+    _add_spec_parser(commands)
     return parser
 
 
-def _add_run(commands: Any) -> None:
-    """The ``run`` command's arguments."""
+def _add_spec_parser(commands: Any) -> None:
+    spec = commands.add_parser(
+        "spec",
+        help="print the AsyncAPI 3.0 document (or a Markdown page) of a server",
+        description=_doc(_spec),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    spec.add_argument("config", metavar="CONFIG")
+    spec.add_argument(
+        "--format",
+        choices=SPEC_FORMATS,
+        default=SPEC_FORMATS[0],
+        help=f"what to write (default {SPEC_FORMATS[0]})",
+    )
+    spec.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    spec.add_argument(
+        "--api-version",
+        metavar="VERSION",
+        help="the API's version in the AsyncAPI document's info (default 1.0.0)",
+    )
+    spec.set_defaults(handler=_spec)
+
+
+def _doc(func: Any) -> str:
+    return inspect.cleandoc(func.__doc__ or "")
+
+
+def _add_run_command(commands: Any) -> None:
     run = commands.add_parser("run", help=_doc(_run).splitlines()[0], description=_doc(_run))
     run.add_argument("config", metavar="CONFIG", nargs="+", help="a server's INI config file")
     run.add_argument(
@@ -185,6 +219,25 @@ def _add_run(commands: Any) -> None:
         metavar="N",
         help="processes per config, competing on its queue, under a supervisor that "
         "restarts them (default 1: one config is served in this process)",
+    )
+    run.add_argument(
+        "--otel",
+        action="store_true",
+        help="trace every message with OpenTelemetry (the tavrida2[otel] extra; the spans go "
+        "to the global TracerProvider, e.g. set up by opentelemetry-instrument)",
+    )
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="serve in a child process and start it again when a .py, .ini or .ds file "
+        "of the config's folder (or its services folder) changes; needs tavrida2[reload]",
+    )
+    run.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --reload, also watch DIR (may be given again)",
     )
     run.add_argument(
         "--metrics-port",
@@ -199,10 +252,6 @@ def _add_run(commands: Any) -> None:
         help="the address the metrics listen on (default: [metrics] host, else 127.0.0.1)",
     )
     run.set_defaults(handler=_run)
-
-
-def _doc(func: Any) -> str:
-    return inspect.cleandoc(func.__doc__ or "")
 
 
 def _worker_count(text: str) -> int:
@@ -239,22 +288,32 @@ def _run(args: argparse.Namespace) -> int:
     from tavrida2.workers import launch
     from tavrida2.workers.link import SupervisorLink
 
+    if args.reload:
+        return _run_reloading(args)
+    if args.reload_dir:
+        raise UsageError("--reload-dir is for --reload")
     if len(args.config) > 1 or args.workers > 1:
         return launch.run(
             args.config,
             args.workers,
             args.log_level,
+            otel=args.otel,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
         )
     link = SupervisorLink.from_environment()
-    srv = CLIServer(args.config[0], args.metrics_port, args.metrics_host)
-    if link is not None:
-        link.attach(srv)
+    srv = CLIServer(
+        args.config[0],
+        otel=args.otel,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
     metrics = ""
     if srv.metrics_endpoint is not None:
         host, port = srv.metrics_endpoint
         metrics = f"; metrics on {host}:{port or '(any free port)'}"
+    if link is not None:
+        link.attach(srv)
     print(
         f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
         f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}){metrics}; "
@@ -264,6 +323,32 @@ def _run(args: argparse.Namespace) -> int:
     )
     srv.run()
     return 0
+
+
+def _run_reloading(args: argparse.Namespace) -> int:
+    """``run --reload``: the same command without it, in a child process (:mod:`.reloader`)."""
+    from tavrida2 import reloader
+
+    for path in args.config:
+        # a bad file is reported at once; a controller that does not import is the
+        # child's error: the watcher waits for it to be fixed
+        configfile.check_file(path)
+    command = [sys.executable, "-m", "tavrida2"]
+    if args.log_level:
+        command += ["--log-level", args.log_level]
+    command += ["run", *args.config, "--workers", str(args.workers)]
+    if args.otel:
+        command.append("--otel")
+    if args.metrics_port is not None:
+        command += ["--metrics-port", str(args.metrics_port)]
+    if args.metrics_host is not None:
+        command += ["--metrics-host", args.metrics_host]
+    watcher = reloader.Reloader(
+        command,
+        reloader.watched_paths(args.config, args.reload_dir),
+        reloader.stop_timeout_of(args.config),
+    )
+    return watcher.run()
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -408,7 +493,7 @@ def _ds_check(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: no services (expected [service] sections with 'exchange')")
     width = max(len(name) for name in ds.services)
     print(f"{args.file}: {len(ds.services)} service(s)")
-    for entry in ds.services.values():
+    for entry in ds.entries.values():
         notes = f"  notifications: {entry.notifications}" if entry.notifications else ""
         print(f"  {entry.service:<{width}}  exchange: {entry.exchange}{notes}")
     return 0
@@ -424,7 +509,9 @@ def _topology(args: argparse.Namespace) -> int:
     topology = srv.topology()
     print("exchanges:")
     for exchange in topology.exchanges:
-        print(f"  {exchange.name} ({exchange.type}{', durable' if exchange.durable else ''})")
+        alternate = f", alternate-exchange {exchange.alternate}" if exchange.alternate else ""
+        durable = ", durable" if exchange.durable else ""
+        print(f"  {exchange.name} ({exchange.type}{durable}{alternate})")
     print("queues:")
     for queue in topology.queues:
         arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
@@ -432,6 +519,47 @@ def _topology(args: argparse.Namespace) -> int:
     print("bindings:")
     for binding in topology.bindings:
         print(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
+    for link in topology.exchange_bindings:
+        print(f"  {link.source} --[{link.routing_key}]--> exchange {link.destination}")
+    for unbinding in topology.unbindings:
+        print(f"  removed: {unbinding.exchange} --[{unbinding.routing_key}]--> {unbinding.queue}")
+    if topology.method_queues:
+        print("methods with a queue of their own:")
+        for method_queue in topology.method_queues:
+            print(
+                f"  {method_queue.entry_point}: {method_queue.name}, "
+                f"prefetch {method_queue.prefetch}"
+            )
+    return 0
+
+
+def _spec(args: argparse.Namespace) -> int:
+    """Print the contract of the server of CONFIG: an AsyncAPI 3.0.0 document or Markdown.
+
+    Channels are the routing keys of its exchanges (requests, subscriptions,
+    broadcasts, answers, its notifications), operations its handlers, messages
+    the Tavrida headers and body with each handler's schema= (or one derived from
+    its parameters). Nothing is sent; the config is checked as `run` checks it.
+    """
+    from tavrida2 import spec
+    from tavrida2.server import Server, file_server_arguments
+
+    loaded = configfile.load(args.config)
+    try:  # the checks of `run` (engine, settings): no document of a server that would not start
+        Server(**file_server_arguments(loaded))
+    except exceptions.TavridaError as exc:
+        reason = exc._kwargs.get("reason", exc) if isinstance(exc, exceptions.ConfigError) else exc
+        raise UsageError(f"{args.config}: {reason}") from None
+    text = spec.render(loaded, args.format, version=args.api_version or spec.DEFAULT_VERSION)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+    except OSError as exc:
+        raise UsageError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+    print(f"tavrida2: wrote {args.output}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tavrida2 import entry_point, exceptions
 from tavrida2.calls import DEFAULT_CALL_TIMEOUT, AsyncCalls, SyncCalls, check_timeout
@@ -21,8 +21,12 @@ from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, PendingPublish, SyncDriver
 from tavrida2.messages import AMQPMessage
+from tavrida2.otel import load as load_telemetry
 from tavrida2.postprocessor import PostProcessor, Tracer
 from tavrida2.proxies import RPCProxy, RPCServiceProxy
+
+if TYPE_CHECKING:
+    from tavrida2.otel.settings import Telemetry
 
 
 class _ClientBase:
@@ -39,6 +43,7 @@ class _ClientBase:
         correlation_id: str = "",
         timeout: float = DEFAULT_CALL_TIMEOUT,
         tracer: Tracer | None = None,
+        otel: bool | Telemetry = False,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -54,7 +59,7 @@ class _ClientBase:
         self._timeout = check_timeout(timeout, DEFAULT_CALL_TIMEOUT)
         self._transport = self._make_transport()
         # the transport publishes, and sends the requests whose caller waits
-        self._postprocessor = PostProcessor(self._transport, discovery, self._transport)
+        self._postprocessor = self._make_postprocessor(discovery, load_telemetry(otel))
         self._postprocessor.tracer = tracer
         self._proxy = RPCProxy(
             self._postprocessor,
@@ -71,6 +76,17 @@ class _ClientBase:
 
     def _make_transport(self) -> Any:
         raise NotImplementedError
+
+    def _make_postprocessor(
+        self, discovery: AbstractDiscovery, telemetry: Telemetry | None
+    ) -> PostProcessor:
+        if telemetry is None:
+            return PostProcessor(self._transport, discovery, self._transport)
+        from tavrida2.otel.outgoing import TracedPostProcessor
+
+        return TracedPostProcessor(
+            self._transport, discovery, self._transport, telemetry=telemetry, config=self._config
+        )
 
     def _closed_error(self) -> exceptions.ConnectionClosed:
         return exceptions.ConnectionClosed(reason=f"the {type(self).__name__} is closed")
@@ -94,6 +110,32 @@ class _ClientBase:
         if proxy is None:
             proxy = self._services[name] = self._proxy[name]
         return proxy
+
+    def try_call(
+        self,
+        destination: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call ``"service.method"`` with ``payload``; ``(ok, (code, result))``, never raising
+        for an Error answer, a timeout or a lost connection (see :mod:`tavrida2.outcomes`).
+
+        The same as ``cli.<service>.<method>(**payload).try_call(timeout=timeout)``
+        (rabibridge's ``try_remote_call``); with ``service=`` fixed, ``destination``
+        may be the method alone. On :class:`AsyncRPCClient` it returns an awaitable.
+        """
+        if not isinstance(destination, str):
+            raise TypeError(f"destination must be 'service.method', got {destination!r}")
+        if payload is not None and not isinstance(payload, dict):
+            raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+        if "." not in destination and self._service is not None:
+            destination = f"{self._service}.{destination}"
+        target = entry_point.parse(destination)
+        if not isinstance(target, entry_point.EntryPoint) or not target.method:
+            raise exceptions.WrongEntryPointFormat(value=destination)
+        method = getattr(self._service_proxy(target.service), target.method)
+        return method(**(payload or {})).try_call(timeout=timeout)
 
     def add_headers(self, headers: dict[str, Any]) -> None:
         """Add user headers to every request this client sends."""
@@ -172,6 +214,8 @@ class RPCClient(_ClientBase):
     default wait in seconds. With ``service=...`` the service is fixed:
     ``cli.<method>(**payload)``. ``.call(wait=False)`` keeps Tavrida 1.0's
     meaning: the answer goes to the ``source`` service's response handler.
+    ``otel=True`` (or a ``tavrida2.otel.Telemetry``) traces each request with
+    OpenTelemetry and carries its context to the services (:mod:`tavrida2.otel`).
 
     Example::
 

@@ -10,13 +10,16 @@ or a list of URLs (:mod:`tavrida2.brokers`).
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from tavrida2 import brokers, exceptions
+from tavrida2 import brokers, exceptions, tls_compat
+
+log = logging.getLogger(__name__)
 
 #: Deliveries an async-engine server holds (and handles at once) by default.
 DEFAULT_PREFETCH = 64
@@ -58,8 +61,15 @@ BOOL_WORDS = {
     "off": False,
 }
 
-#: The keys ``ssl_options`` may have.
-SSL_OPTIONS = ("ca_certs", "certfile", "keyfile", "server_hostname", "verify")
+#: The keys ``ssl_options`` may have: tavrida2's, then Tavrida 1.0's (:mod:`tavrida2.tls_compat`).
+SSL_OPTIONS = (
+    "ca_certs",
+    "certfile",
+    "keyfile",
+    "server_hostname",
+    "verify",
+    *tls_compat.LEGACY_SSL_OPTIONS,
+)
 _SSL_FILES = ("ca_certs", "certfile", "keyfile")
 
 #: The locale aiormq sends in ``Connection.StartOk``: it has no way to send another.
@@ -244,6 +254,15 @@ class ConnectionConfig:
             fail("heartbeat_interval", f"a number of seconds from 0 to {_AMQP_SHORT_MAX}")
         if self.ssl and self.driver == "amqp":
             self._ssl_context()  # a missing file or a key that does not fit: refused now
+            for note in tls_compat.ignored(self._given_ssl_options()):
+                log.info("%s", note)
+        if self.backpressure_detection is not None:
+            log.info(
+                "backpressure_detection=%r is ignored: pika 1.x and aiormq have no such "
+                "setting (pika 0.10's was removed); RabbitMQ throttles a publishing "
+                "connection itself (connection.blocked)",
+                self.backpressure_detection,
+            )
 
     @classmethod
     def from_url(cls, url: str | Sequence[str], **overrides: Any) -> ConnectionConfig:
@@ -321,12 +340,14 @@ class ConnectionConfig:
         """The TLS context of ``ssl_options``, for both engines.
 
         It verifies the broker's certificate (the system's CAs plus ``ca_certs``)
-        and its name (``server_hostname``, else ``host``) unless ``verify`` is
-        false; ``certfile`` and ``keyfile`` are the client's certificate. Unknown
+        and its name (``server_hostname``, else ``host``) unless ``verify`` (or
+        1.0's ``cert_reqs=0``) is false; ``certfile`` and ``keyfile`` are the
+        client's certificate; 1.0's ``ssl_version`` and ``ciphers`` apply as
+        :mod:`tavrida2.tls_compat` says. Unknown
         keys, a ``keyfile`` without ``certfile``, a file that cannot be read and
         a key that does not match its certificate raise ``ConfigError``.
         """
-        options = dict(self.ssl_options or {})
+        options = self._given_ssl_options()
         unknown = sorted(set(options) - set(SSL_OPTIONS))
         if unknown:
             raise exceptions.ConfigError(
@@ -335,11 +356,7 @@ class ConnectionConfig:
             )
         if options.get("keyfile") and not options.get("certfile"):
             raise exceptions.ConfigError(reason="ssl_options keyfile needs certfile")
-        verify = options.get("verify", True)
-        if not isinstance(verify, bool):
-            raise exceptions.ConfigError(
-                reason=f"ssl_options verify={verify!r}: expected true or false"
-            )
+        verify = tls_compat.verify(options)
         for key in _SSL_FILES:
             path = options.get(key)
             if path and not os.access(path, os.R_OK):
@@ -372,6 +389,7 @@ class ConnectionConfig:
                     else f"not a PEM certificate and its key ({exc})"
                 )
             ) from None
+        tls_compat.apply(context, options)
         if not verify:
             # for a broker whose certificate cannot be checked; the link is encrypted
             # but anyone in between can pose as the broker
@@ -379,6 +397,10 @@ class ConnectionConfig:
             context.verify_mode = ssl.CERT_NONE
         context.server_name = options.get("server_hostname") or self.host
         return context
+
+    def _given_ssl_options(self) -> dict[str, Any]:
+        """``ssl_options`` without unset values (None, or "" as 1.0's example files have)."""
+        return {k: v for k, v in (self.ssl_options or {}).items() if v is not None and v != ""}
 
     def _tls_for(self, host: str) -> _ServerNameContext:
         """The TLS context for the broker at ``host`` (its name, unless ``server_hostname``)."""

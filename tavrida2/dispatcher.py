@@ -64,6 +64,10 @@ class HandlerSpec:
     schema: dict[str, Any] | None = None
     #: A request sent to every running instance (``broadcast_method``).
     broadcast: bool = False
+    #: ``rpc_method(prefetch=N)``: the method's own queue and consumer, N messages at once.
+    prefetch: int | None = None
+    #: ``rpc_method(timeout=S)``: the handler's time budget in seconds.
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class HandlerInfo:
     positional: frozenset[str] = frozenset()
     #: The compiled ``schema`` (see :func:`compile_schema`), None without one.
     validator: Validator | None = field(default=None, compare=False, repr=False)
+    #: Messages of the method's own queue handled at once; None: the server queue's.
+    prefetch: int | None = None
+    #: Seconds the handler may take before its caller gets a ``HandlerTimeout``.
+    timeout: float | None = None
 
     def validate(self, payload: dict[str, Any]) -> None:
         """Check ``payload`` against the handler's schema; raise :class:`ValidationError`.
@@ -310,6 +318,12 @@ class Dispatcher(AbstractController):
             yield from table.values()
         yield from self._broadcasts.values()
 
+    def own_queue_methods(self) -> Iterator[HandlerInfo]:
+        """The request handlers with a queue of their own (``rpc_method(prefetch=N)``)."""
+        for info in self._handlers[MessageType.REQUEST].values():
+            if info.prefetch is not None:
+                yield info
+
     def get_publishers(self) -> Iterator[entry_point.EntryPoint]:
         """Entry points of the notifications subscribed to."""
         for ep in self._handlers[MessageType.NOTIFICATION]:
@@ -357,6 +371,26 @@ class Dispatcher(AbstractController):
         return service_instance.process(method_name, message, proxy)
 
 
+def _check_limits(method: str, prefetch: object, timeout: object) -> None:
+    """Refuse a ``prefetch`` that is not a positive whole number, a ``timeout`` not positive."""
+    if prefetch is not None and (
+        isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1
+    ):
+        raise exceptions.ConfigError(
+            reason=f"rpc_method {method!r}: prefetch={prefetch!r}: expected a whole number "
+            "of messages, 1 or more"
+        )
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < float("inf")
+    ):
+        raise exceptions.ConfigError(
+            reason=f"rpc_method {method!r}: timeout={timeout!r}: expected a positive number "
+            "of seconds"
+        )
+
+
 def _handler_decorator(
     message_type: MessageType, broadcast: bool = False
 ) -> Callable[..., Callable[[F], F]]:
@@ -365,9 +399,16 @@ def _handler_decorator(
         method: str | None = None,
         *,
         schema: dict[str, Any] | None = None,
+        prefetch: int | None = None,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
         if not method:
             raise TypeError(f"{message_type.value} handler decorator needs method=")
+        if (prefetch is not None or timeout is not None) and (
+            message_type is not MessageType.REQUEST or broadcast
+        ):
+            raise TypeError("prefetch= and timeout= are for rpc_method handlers")
+        _check_limits(f"{service + '.' if service else ''}{method}", prefetch, timeout)
         if service is None and message_type is not MessageType.REQUEST:
             raise TypeError(f"{message_type.value} handler decorator needs service=")
         if schema is not None and message_type is MessageType.ERROR:
@@ -376,7 +417,16 @@ def _handler_decorator(
             raise TypeError(f"schema= must be a dict (a JSON Schema), got {type(schema).__name__}")
 
         def decorator(func: F) -> F:
-            setattr(func, _SPEC_ATTR, HandlerSpec(service, method, message_type, schema, broadcast))
+            spec = HandlerSpec(
+                service,
+                method,
+                message_type,
+                schema,
+                broadcast,
+                prefetch,
+                None if timeout is None else float(timeout),
+            )
+            setattr(func, _SPEC_ATTR, spec)
             return func
 
         return decorator
@@ -386,6 +436,13 @@ def _handler_decorator(
 
 rpc_method = _handler_decorator(MessageType.REQUEST)
 rpc_method.__doc__ = """Handle requests to ``service.method`` (service defaults to the controller).
+
+``prefetch=N``: the method gets a queue and a consumer of its own, with N
+messages at once, so a slow method does not hold up the others (see
+docs/rabibridge-features.md). ``timeout=S``: the handler's time budget; past
+it the caller gets a ``HandlerTimeout`` Error (code 1063), an ``async def``
+handler is cancelled. Both are checked here: anything but a positive value
+raises ``ConfigError`` naming the method.
 
 ``schema=`` (a JSON Schema of the payload): a request whose payload fails it
 is answered with a ``ValidationError`` (code 1044) naming the field, a cast
@@ -459,6 +516,8 @@ def rpc_service(service_name: str) -> Callable[[C], C]:
                 _describe(attr_name, func, spec.message_type, ep),
                 schema=spec.schema,
                 validator=validator,
+                prefetch=spec.prefetch,
+                timeout=spec.timeout,
             )
             if spec.broadcast:
                 disp.register_broadcast(ep, info)

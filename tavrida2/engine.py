@@ -119,6 +119,9 @@ class SyncEngine:
         self._dead_letters = dead_letters if publish is not None else None
         self._publish = publish
         self._events = events
+        #: Told of each delivery that could not be handled, or whose handler failed,
+        #: while it is in hand (set by the server: OpenTelemetry marks its span).
+        self.on_failure: Callable[[Exception], None] | None = None
 
     def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
         try:
@@ -126,6 +129,8 @@ class SyncEngine:
         except Exception as error:
             if self._events is not None:
                 self._events.unhandleable()
+            if self.on_failure is not None:
+                self.on_failure(error)
             disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.REJECT:
                 letter = _dead_letter(self._dead_letters, amqp_message, error)
@@ -139,6 +144,8 @@ class SyncEngine:
                 failure = exc
         if failure is None:
             return Disposition.ACK
+        if self.on_failure is not None:
+            self.on_failure(failure)
         return self._resend(_after_failure(self._dead_letters, amqp_message, failure), FAILED)
 
     def _resend(self, resend: Resend | Disposition | None, reason: str) -> Disposition:
@@ -280,6 +287,8 @@ class AsyncEngine:
         self._dead_letters = dead_letters if driver is not None else None
         self._driver = driver
         self._events = events
+        #: As :attr:`SyncEngine.on_failure`.
+        self.on_failure: Callable[[Exception], None] | None = None
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         context = contextvars.copy_context()
@@ -291,6 +300,8 @@ class AsyncEngine:
         except Exception as error:
             if self._events is not None:
                 self._events.unhandleable()
+            if self.on_failure is not None:
+                self.on_failure(error)
             with tracking() as sent:  # the Error for the caller, published in a task
                 disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.ACK and sent:
@@ -321,6 +332,8 @@ class AsyncEngine:
                 )
         if failure is None:
             return Disposition.ACK
+        if self.on_failure is not None:
+            self.on_failure(failure)
         resend = _after_failure(self._dead_letters, amqp_message, failure)
         return await self._resend(resend, FAILED)
 

@@ -16,7 +16,8 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         │   ├── RequestExpired (1047)             its caller gave up before it ran
         │   └── DuplicateMessage (1048)           seen before (middleware.dedup)
         ├── BaseNackableException                 may succeed later
-        │   └── HandlerFailed (1045)              a cast/notification handler raised
+        │   ├── HandlerFailed (1045)              a cast/notification handler raised
+        │   └── HandlerTimeout (1063)             past its rpc_method(timeout=...)
         ├── WrongResponse (1009), IncorrectMessage (1031),
         │   IncorrectOutgoingMessage (1031)       a handler/middleware returned a wrong type
         ├── ConfigError (1060)                    bad configuration or .ds file
@@ -35,6 +36,7 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
 
 from __future__ import annotations
 
+import configparser
 import copy
 from typing import Any
 
@@ -239,6 +241,11 @@ class ValidationError(BaseAckableException):
     _service_error_code = 1044
 
 
+class HandlerTimeout(BaseNackableException):
+    _msg_template = "%(handler)s did not finish within its timeout of %(timeout)s s"
+    _service_error_code = 1063
+
+
 class HandlerFailed(BaseNackableException):
     _msg_template = "Handler %(handler)s failed: %(error)s"
     _service_error_code = 1045
@@ -338,6 +345,35 @@ class QueueTypeMismatch(PreconditionFailed):
 class UnroutableMessage(DriverError):
     _msg_template = "No queue is bound to %(exchange)r for routing key %(routing_key)r"
     _service_error_code = 1042
+
+
+# ---- Tavrida 1.0 compatibility: .ds file errors (issue 17, items 1 and 3; compat-a) ----
+# Each class is the tavrida2 error *and* the error Tavrida 1.0 raised in the same
+# case, so ``except`` clauses written for either version catch it.
+
+
+class DSFileError(ConfigError, configparser.Error):
+    """A ``.ds`` file that cannot be read or parsed (1.0 raised ``ConfigParser.Error``)."""
+
+
+class ServiceNotInDSFile(ServiceIsNotRegister, ConfigError, KeyError):
+    """A ``.ds`` file has no section for a service.
+
+    1.0 raised ``KeyError`` from ``DSFile[name]`` and ``ServiceIsNotRegister``
+    (code 1026) from ``FileBasedDiscoveryService``; tavrida2 raised ``ConfigError``.
+    """
+
+    _msg_template = "Service %(service)s is not registered: %(reason)s"
+
+
+class SubscriptionNotInDSFile(ServiceNotInDSFile, CantRegisterRemotePublisher):
+    """A subscription to a service the ``.ds`` file does not list.
+
+    1.0 raised ``ServiceIsNotRegister``; tavrida2 raised ``CantRegisterRemotePublisher``.
+    """
+
+
+# ---- end of Tavrida 1.0 .ds file errors ----
 
 
 class RemoteError(TavridaError):

@@ -156,6 +156,8 @@ def describe(server: Server) -> dict[str, Any]:
                 "type": info.message_type.value,
                 "entry_point": info.entry_point,
                 "schema": info.schema,
+                **({"prefetch": info.prefetch} if info.prefetch is not None else {}),
+                **({"timeout": info.timeout} if info.timeout is not None else {}),
             }
             for info in dispatcher.iter_handlers()
             if info not in broadcasts

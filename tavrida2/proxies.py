@@ -7,9 +7,10 @@ chain of calls keeps one correlation id and a growing context.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
-from tavrida2 import entry_point, exceptions
+from tavrida2 import entry_point, exceptions, outcomes
 from tavrida2.calls import DEFAULT_CALL_TIMEOUT, check_timeout, mark_waiting
 from tavrida2.entry_point import EntryPoint
 from tavrida2.messages import BROADCAST_HEADER, RESERVED_HEADERS, Message, Notification, Request
@@ -140,6 +141,35 @@ class RCPCallProxy:
         seconds = check_timeout(timeout, origin.timeout)
         mark_waiting(request, seconds)
         return origin.postprocessor.call(request, seconds)
+
+    def try_call(
+        self,
+        correlation_id: str = "",
+        context: dict[str, Any] | str = "",
+        source: EntryPoint | str = "",
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Wait for the answer like ``call(wait=True)``, but return ``(ok, (code, result))``.
+
+        ``(True, (0, payload))`` for a Response; ``(True, (code, error_payload))``
+        for an Error answer; ``(False, (code, {"class", "message", "code"}))``
+        when no answer came: a timeout (1058), a lost connection (1052), a
+        request nobody takes (1042)... (see :mod:`tavrida2.outcomes`). Never
+        raises for those; a bad ``timeout`` or payload still raises. On the
+        async client and engine it returns an awaitable of the outcome.
+        """
+        origin = self._origin
+        seconds = check_timeout(timeout, origin.timeout)
+        request = self._make_request(context, correlation_id, None, source)
+        mark_waiting(request, seconds)
+        try:
+            answer = origin.postprocessor.call(request, seconds)
+        except outcomes.FAILURES as error:
+            return outcomes.failed(error)
+        if inspect.isawaitable(answer):
+            return outcomes.awaited(answer)
+        return outcomes.answered(answer)
 
     def call_async(
         self,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -16,6 +18,7 @@ from tavrida2 import exceptions
 from tavrida2.calls import AsyncCalls, SyncCalls
 from tavrida2.config import ConnectionConfig
 from tavrida2.deadletter import DeadLetterPolicy, DeadLetters
+from tavrida2.discovery.base import AbstractDiscovery
 from tavrida2.discovery.local import ChainedDiscovery
 from tavrida2.dispatcher import HandlerInfo
 from tavrida2.drivers import create_async_driver, create_sync_driver
@@ -24,6 +27,7 @@ from tavrida2.drivers.topology import QueueSpec, Topology, server_topology
 from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
 from tavrida2.lifecycle import Lifecycle
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
+from tavrida2.otel import load as load_telemetry
 from tavrida2.postprocessor import Calls, PostProcessor, Publisher, Tracer
 from tavrida2.preprocessor import PreProcessor
 from tavrida2.queuetypes import CLASSIC, QUORUM, check_queue_type, mismatch
@@ -34,9 +38,12 @@ from tavrida2.service import ServiceController
 if TYPE_CHECKING:
     from tavrida2.configfile import ServerConfig
     from tavrida2.metrics import MetricsEndpoint, PrometheusMetrics, ServerInstruments
+    from tavrida2.otel.incoming import DeliveryTracing
+    from tavrida2.otel.settings import Telemetry
 
 log = logging.getLogger(__name__)
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
+DriverT = TypeVar("DriverT", SyncDriver, AsyncDriver)
 
 
 class Server:
@@ -52,8 +59,11 @@ class Server:
     time in :meth:`run`'s thread; ``async_engine=True`` runs an asyncio loop
     with up to ``prefetch_count`` messages in flight. ``queue_type="quorum"``
     declares the server's queue as a RabbitMQ quorum queue (replicated; see
-    :mod:`tavrida2.queuetypes`). ``metrics=PrometheusMetrics()`` counts and
-    times what the server handles (:mod:`tavrida2.metrics`, the ``metrics`` extra).
+    :mod:`tavrida2.queuetypes`). ``otel=True`` (or a
+    ``tavrida2.otel.Telemetry``) traces every message it handles and sends
+    with OpenTelemetry (the ``tavrida2[otel]`` extra; :mod:`tavrida2.otel`).
+    ``metrics=PrometheusMetrics()`` counts and times what it handles
+    (:mod:`tavrida2.metrics`, the ``tavrida2[metrics]`` extra).
 
     Example::
 
@@ -75,6 +85,7 @@ class Server:
         tracer: Tracer | None = None,
         announce_period: float | Literal["default"] | None = "default",
         queue_type: str = CLASSIC,
+        otel: bool | Telemetry = False,
         metrics: PrometheusMetrics | None = None,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
@@ -103,6 +114,8 @@ class Server:
         self.stop_timeout = float(stop_timeout)
         #: Sees every message this server receives and sends (:mod:`tavrida2.tracing`).
         self.tracer = tracer
+        #: OpenTelemetry's spans of this server's messages (:mod:`tavrida2.otel`); None: off.
+        self.telemetry = load_telemetry(otel)
         if announce_period == "default":
             # nothing listens in a process of in-memory brokers (tests, demos)
             announce_period = None if config.driver == "memory" else DEFAULT_ANNOUNCE_PERIOD
@@ -138,18 +151,22 @@ class Server:
         self._exchange_name = exchange_name
         #: Counts and times what this server handles; None: nothing is measured.
         self.metrics = metrics
-        self._instruments: ServerInstruments | None = (
-            None if metrics is None else metrics.for_server(queue_name)
-        )
         self._service_list = classes
         self._services: list[ServiceController] = []
         self._driver: SyncDriver | AsyncDriver | None = None
+        #: The sync engine's drivers of the methods with a queue of their own.
+        self._method_drivers: list[SyncDriver] = []
         self._stop_requested = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stop_timer: threading.Timer | None = None
         self._finished = threading.Event()
         self.started = threading.Event()
+
+    @functools.cached_property
+    def _instruments(self) -> ServerInstruments | None:
+        """What counts this server's retries, dead letters and reconnects (with metrics)."""
+        return None if self.metrics is None else self.metrics.for_server(self._queue_name)
 
     @property
     def queue_name(self) -> str:
@@ -199,24 +216,58 @@ class Server:
             queue_type=self.queue_type,
         )
 
+    def _postprocessor(
+        self, publisher: Publisher, discovery: AbstractDiscovery, calls: Calls | None = None
+    ) -> PostProcessor:
+        if self.telemetry is None:
+            return PostProcessor(publisher, discovery, calls)
+        from tavrida2.otel.outgoing import TracedPostProcessor
+
+        return TracedPostProcessor(
+            publisher, discovery, calls, telemetry=self.telemetry, config=self._config
+        )
+
     def _build(self, publisher: Publisher, calls: Calls) -> PreProcessor:
-        self._services = [
-            cls(PostProcessor(publisher, cls.get_discovery(), calls)) for cls in self._service_list
+        preprocessor, self._services = self._pipeline(publisher, calls)
+        return preprocessor
+
+    def _pipeline(
+        self, publisher: Publisher, calls: Calls
+    ) -> tuple[PreProcessor, list[ServiceController]]:
+        """A preprocessor and the controller instances it hands messages to."""
+        services = [
+            cls(self._postprocessor(publisher, cls.get_discovery(), calls))
+            for cls in self._service_list
         ]
         fallback = ChainedDiscovery(*(cls.get_discovery() for cls in self._service_list))
-        errors = PostProcessor(publisher, fallback)
-        for controller in self._services:
+        errors = self._postprocessor(publisher, fallback)
+        for controller in services:
             controller._describe_server = self.describe
             if self.metrics is not None:
                 # first: it also times the other middlewares and sees what they stop
                 middleware = self.metrics.middleware(controller.service_name)
                 controller._incoming_middlewares.insert(0, middleware)
-        preprocessor = PreProcessor(RoutingTable(self._services), self._services, errors)
+        preprocessor = PreProcessor(RoutingTable(services), services, errors)
         if self.tracer is not None:
             preprocessor.tracer = errors.tracer = self.tracer
-            for controller in self._services:
+            for controller in services:
                 controller.postprocessor.tracer = self.tracer
-        return preprocessor
+        return preprocessor, services
+
+    def _delivery_tracing(self, engine: SyncEngine | AsyncEngine) -> DeliveryTracing | None:
+        """The span of each delivery the engine handles (None when not traced)."""
+        if self.telemetry is None:
+            return None
+        from tavrida2.otel.incoming import DeliveryTracing, report_failure
+
+        engine.on_failure = report_failure
+        return DeliveryTracing(self.telemetry, self._config)
+
+    def _instrumented(self, driver: DriverT) -> DriverT:
+        """``driver``, its restored connections counted when the server has metrics."""
+        if self._instruments is not None:
+            driver.on_reconnect = self._instruments.reconnected
+        return driver
 
     def _calls(self, calls: CallsT) -> CallsT:
         calls.tracer = self.tracer
@@ -247,10 +298,8 @@ class Server:
         """
         if self._config.async_engine:
             raise RuntimeError("start() is for the sync engine; use run() or await serve()")
-        driver = create_sync_driver(self._config)
+        driver = self._instrumented(create_sync_driver(self._config))
         self._driver = driver
-        if self._instruments is not None:
-            driver.on_reconnect = self._instruments.reconnected
         driver.connect()
         self.started_at = time.time()
         self._declare_sync(driver)
@@ -264,8 +313,13 @@ class Server:
             service._heartbeat = driver.send_heartbeat
         lifecycle = self._lifecycle = Lifecycle(self, driver)
         lifecycle.call_hooks("pre_start")
+        tracing = self._delivery_tracing(engine)
+        on_delivery = (
+            engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+        )
         for queue in self._consumed_queues():
-            driver.consume(queue, engine.on_delivery, self._config.prefetch_count)
+            driver.consume(queue, on_delivery, self._config.prefetch_count)
+        self._start_method_consumers()
         log.info(
             "server %s: consuming %s (%s) for %s",
             self._exchange_name,
@@ -279,7 +333,9 @@ class Server:
     def _declare_sync(self, driver: SyncDriver) -> None:
         topology = self.topology()
         for exchange in topology.exchanges:
-            driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+            driver.declare_exchange(
+                exchange.name, exchange.type, exchange.durable, exchange.alternate
+            )
         for queue in topology.queues:
             try:
                 driver.declare_queue(
@@ -289,6 +345,61 @@ class Server:
                 raise self._mismatch(queue, exc) from None
         for binding in topology.bindings:
             driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+        for link in topology.exchange_bindings:
+            driver.bind_exchange(link.destination, link.source, link.routing_key)
+        for unbinding in topology.unbindings:
+            driver.unbind_queue(unbinding.queue, unbinding.exchange, unbinding.routing_key)
+
+    def _start_method_consumers(self) -> None:
+        """The sync engine's consumers of the methods with a queue of their own.
+
+        One handler at a time per connection on the sync engine: each such
+        queue gets a driver (a connection) and a pipeline (controller
+        instances) of its own, run by a thread of its own in :meth:`run`, so
+        a slow method does not hold up the others. Tests on the memory broker
+        that only :meth:`start` deliver to them with ``run_until_idle()``.
+        """
+        for method_queue in self.topology().method_queues:
+            driver = self._instrumented(create_sync_driver(self._config))
+            driver.connect()
+            self._method_drivers.append(driver)
+            preprocessor, services = self._pipeline(driver, self._calls(SyncCalls(driver)))
+            for controller in services:
+                controller._heartbeat = driver.send_heartbeat
+            engine = SyncEngine(
+                preprocessor, self._dead_letters(), driver.publish, self._instruments
+            )
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
+            )
+            driver.consume(method_queue.name, on_delivery, method_queue.prefetch)
+            log.info(
+                "server %s: consuming %s for %s, %s at once",
+                self._exchange_name,
+                method_queue.name,
+                method_queue.entry_point,
+                method_queue.prefetch,
+            )
+
+    def _run_method_consumers(self) -> list[threading.Thread]:
+        threads = []
+        for driver in self._method_drivers:
+            thread = threading.Thread(
+                target=driver.run, name=f"tavrida2-{self._queue_name}-method", daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _close_method_consumers(self, threads: list[threading.Thread]) -> None:
+        for driver in self._method_drivers:
+            driver.stop()
+        for thread in threads:
+            thread.join(self.stop_timeout)
+        drivers, self._method_drivers = self._method_drivers, []
+        for driver in drivers:
+            driver.close()
 
     def _consumed_queues(self) -> list[str]:
         broadcasts = self.broadcast_queue
@@ -316,9 +427,11 @@ class Server:
                 if self._config.async_engine:
                     asyncio.run(self.serve())
                     return
+                method_threads: list[threading.Thread] = []
                 try:
                     self.start()
                     assert isinstance(self._driver, SyncDriver)
+                    method_threads = self._run_method_consumers()
                     self.started.set()
                     if not self._stop_requested.is_set():
                         self._driver.run()
@@ -326,6 +439,7 @@ class Server:
                 finally:
                     if self._lifecycle is not None and self._lifecycle.scheduler is not None:
                         self._lifecycle.scheduler.stop(0)  # start() failed after it began
+                    self._close_method_consumers(method_threads)
                     if self._driver is not None:
                         self._driver.close()
                     log.info("server %s stopped", self._exchange_name)
@@ -349,6 +463,8 @@ class Server:
             lifecycle.scheduler.halt()  # no more runs; run() waits for those in progress
         if isinstance(driver, SyncDriver):
             driver.stop()
+            for method_driver in self._method_drivers:
+                method_driver.stop()
             if first and self._stop_timer is None:
                 timer = threading.Timer(self.stop_timeout, self._abandon_handler)
                 timer.daemon = True
@@ -368,9 +484,10 @@ class Server:
             self._exchange_name,
             self.stop_timeout,
         )
-        abandon = getattr(self._driver, "abandon", None)
-        if callable(abandon):
-            abandon()
+        for driver in (self._driver, *self._method_drivers):
+            abandon = getattr(driver, "abandon", None)
+            if callable(abandon):
+                abandon()
 
     # -- async engine --------------------------------------------------------
 
@@ -381,17 +498,17 @@ class Server:
         self._stop_event = asyncio.Event()
         if self._stop_requested.is_set():
             return
-        driver = create_async_driver(self._config)
+        driver = self._instrumented(create_async_driver(self._config))
         self._driver = driver
-        if self._instruments is not None:
-            driver.on_reconnect = self._instruments.reconnected
         scheduler = None
         try:
             await driver.connect()
             self.started_at = time.time()
             topology = self.topology()
             for exchange in topology.exchanges:
-                await driver.declare_exchange(exchange.name, exchange.type, exchange.durable)
+                await driver.declare_exchange(
+                    exchange.name, exchange.type, exchange.durable, exchange.alternate
+                )
             for queue in topology.queues:
                 try:
                     await driver.declare_queue(
@@ -401,6 +518,12 @@ class Server:
                     raise self._mismatch(queue, exc) from None
             for binding in topology.bindings:
                 await driver.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+            for link in topology.exchange_bindings:
+                await driver.bind_exchange(link.destination, link.source, link.routing_key)
+            for unbinding in topology.unbindings:
+                await driver.unbind_queue(
+                    unbinding.queue, unbinding.exchange, unbinding.routing_key
+                )
             preprocessor = self._build(
                 AsyncOutbox(driver, loop), self._calls(AsyncCalls(driver, loop))
             )
@@ -413,8 +536,14 @@ class Server:
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
+            tracing = self._delivery_tracing(engine)
+            on_delivery = (
+                engine.on_delivery if tracing is None else tracing.wrap_async(engine.on_delivery)
+            )
             for queue_name in self._consumed_queues():
-                await driver.consume(queue_name, engine.on_delivery, self._config.prefetch_count)
+                await driver.consume(queue_name, on_delivery, self._config.prefetch_count)
+            for method_queue in topology.method_queues:
+                await driver.consume(method_queue.name, on_delivery, method_queue.prefetch)
             log.info(
                 "server %s: consuming %s (%s, async engine)",
                 self._exchange_name,
@@ -467,6 +596,7 @@ def file_server_arguments(loaded: ServerConfig) -> dict[str, Any]:
         "stop_timeout": loaded.stop_timeout,
         "announce_period": loaded.announce_period,
         "queue_type": loaded.queue_type,
+        "otel": loaded.otel,
     }
 
 
@@ -476,6 +606,15 @@ class CLIServer(Server):
     Reading the file imports the controllers and binds each to the discovery
     its entry names; a bad file raises ``ConfigError`` naming the file,
     section and key. This is what ``tavrida2 run CONFIG`` runs.
+
+    Without ``config_file`` the file is the command line's ``--config-file
+    PATH``, as in Tavrida 1.0 (``python hello_server.py --config-file
+    hello.cfg``); without either, ``ConfigFileIsNotDefined``. ``project_name``
+    names the program in command-line errors. The file is also the one
+    ``configfile.get_services()`` and the other 1.0 helpers read.
+
+    ``otel=True`` traces with OpenTelemetry even if the file does not say
+    ``otel = true`` (``tavrida2 run --otel``).
 
     With a metrics port (``metrics_port``, else the file's ``[metrics] port``),
     :meth:`run` first serves the server's Prometheus metrics on
@@ -487,16 +626,24 @@ class CLIServer(Server):
     Example::
 
         server.CLIServer("hello.ini").run()
+        server.CLIServer().run()   # --config-file PATH from sys.argv
     """
 
     def __init__(
         self,
-        config_file: str | os.PathLike[str],
+        config_file: str | os.PathLike[str] | None = None,
+        project_name: str | None = None,
+        *,
+        otel: bool = False,
         metrics_port: int | None = None,
         metrics_host: str | None = None,
     ) -> None:
         from tavrida2 import configfile
 
+        if config_file is None:
+            [config_file] = configfile.get_config(sys.argv[1:], project_name)
+        else:
+            configfile.get_config([], project_name, os.fspath(config_file))
         loaded = configfile.load(config_file)
         loaded.bind_discovery()
         tracer = None
@@ -511,6 +658,8 @@ class CLIServer(Server):
                 ) from None
         #: The checked contents of the file.
         self.file_config = loaded
+        arguments = file_server_arguments(loaded)
+        arguments["otel"] = arguments["otel"] or otel
         #: ``(host, port)`` where :meth:`run` serves the metrics; None: no metrics.
         self.metrics_endpoint = _metrics_endpoint(loaded, metrics_port, metrics_host)
         metrics = None
@@ -521,7 +670,7 @@ class CLIServer(Server):
                 raise exceptions.ConfigError(reason=str(exc)) from None
             metrics = PrometheusMetrics()
         self._endpoint: MetricsEndpoint | None = None
-        super().__init__(**file_server_arguments(loaded), tracer=tracer, metrics=metrics)
+        super().__init__(**arguments, tracer=tracer, metrics=metrics)
 
     def run(self) -> None:
         """Serve the metrics (if asked), then :meth:`Server.run`; the endpoint closes after."""
@@ -531,9 +680,12 @@ class CLIServer(Server):
         from tavrida2.metrics import MetricsEndpoint
 
         host, port = self.metrics_endpoint
-        with MetricsEndpoint(port, host, self.metrics.registry) as endpoint:
-            self._endpoint = endpoint
-            super().run()
+        try:
+            with MetricsEndpoint(port, host, self.metrics.registry) as endpoint:
+                self._endpoint = endpoint
+                super().run()
+        finally:
+            self._endpoint = None
 
     @property
     def metrics_url(self) -> str | None:

@@ -7,8 +7,10 @@ on the sync engine, awaited or run in an executor on the async one).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -138,11 +140,14 @@ class ServiceController(AbstractController):
             self._after(message, incompatible)
             raise incompatible
         error: Exception | None = None
+        started = time.monotonic() if info.timeout is not None else 0.0
         with confirmations.tracking() as sent:
             try:
                 result = handler(message, proxy, **kwargs)
             except Exception as exc:
                 error = exc
+        if info.timeout is not None and error is None:
+            error = self._overran(info, time.monotonic() - started)
         failure = confirmations.first_failure(sent) if sent and error is None else None
         if self._failed(info.name, message, error, failure):
             return
@@ -170,9 +175,13 @@ class ServiceController(AbstractController):
         with confirmations.tracking() as sent:
             try:
                 if info.is_coroutine:
-                    result = await handler(message, proxy, **kwargs)
+                    call = handler(message, proxy, **kwargs)
                 else:
-                    result = await run_sync(functools.partial(handler, message, proxy, **kwargs))
+                    call = run_sync(functools.partial(handler, message, proxy, **kwargs))
+                if info.timeout is None:
+                    result = await call
+                else:
+                    result = await self._within(info, call)
             except Exception as exc:
                 error = exc
             except BaseException as exc:  # cancelled (a stopping server): not handled
@@ -194,6 +203,51 @@ class ServiceController(AbstractController):
             self._after(message, exc)
             raise
         self._after(message, None)
+
+    def _overran(self, info: HandlerInfo, elapsed: float) -> Exception | None:
+        """The sync engine's check of ``rpc_method(timeout=...)``, once the handler returned.
+
+        A plain handler cannot be interrupted: it ran to its end, and if that
+        took longer than its timeout, its result is dropped and it counts as
+        failed with ``HandlerTimeout``, as on the async engine.
+        """
+        assert info.timeout is not None
+        if elapsed <= info.timeout:
+            return None
+        log.warning(
+            "%s.%s took %.3f s, past its timeout of %g s: its result is dropped",
+            self.service_name,
+            info.name,
+            elapsed,
+            info.timeout,
+        )
+        return exceptions.HandlerTimeout(
+            handler=f"{self.service_name}.{info.name}", timeout=info.timeout
+        )
+
+    async def _within(self, info: HandlerInfo, call: Awaitable[Any]) -> Any:
+        """Await ``call`` for at most the handler's timeout; past it, ``HandlerTimeout``.
+
+        An ``async def`` handler is cancelled; a plain one, running in the
+        executor, cannot be stopped: it runs on, and its result is dropped.
+        """
+        assert info.timeout is not None
+        try:
+            async with asyncio.timeout(info.timeout) as budget:
+                return await call
+        except TimeoutError:
+            if not budget.expired():
+                raise  # the handler's own TimeoutError
+        log.warning(
+            "%s.%s did not finish within its timeout of %g s: %s",
+            self.service_name,
+            info.name,
+            info.timeout,
+            "cancelled" if info.is_coroutine else "its thread runs on, its result dropped",
+        )
+        raise exceptions.HandlerTimeout(
+            handler=f"{self.service_name}.{info.name}", timeout=info.timeout
+        )
 
     def _failed(
         self,
@@ -321,7 +375,9 @@ class ServiceController(AbstractController):
                 message.request_id,
                 type(exc).__name__,
                 mask_url_passwords(str(exc)),
-                exc_info=not isinstance(exc, exceptions.AckableException),
+                exc_info=not isinstance(
+                    exc, exceptions.AckableException | exceptions.HandlerTimeout
+                ),
             )
             self._send_answer(message, Error.create_by_request(message, exc))
             return

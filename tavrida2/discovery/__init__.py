@@ -6,7 +6,7 @@ interface to implement your own.
 """
 
 from tavrida2.discovery.base import AbstractDiscovery
-from tavrida2.discovery.dsfile import DSEntry, DSFile, FileBasedDiscoveryService
+from tavrida2.discovery.dsfile import DSEntry, DSFile, DSFileEntry, FileBasedDiscoveryService
 from tavrida2.discovery.factory import DiscoveryFactory
 from tavrida2.discovery.local import ChainedDiscovery, LocalDiscovery
 
@@ -15,6 +15,7 @@ __all__ = [
     "ChainedDiscovery",
     "DSEntry",
     "DSFile",
+    "DSFileEntry",
     "DiscoveryFactory",
     "FileBasedDiscoveryService",
     "LocalDiscovery",

@@ -31,15 +31,16 @@ class LocalDiscovery(AbstractDiscovery):
                 reason=f"exchange of service {service_name!r} must be text, got {exchange_name!r}"
             )
 
-    def register_remote_service(self, service_name: str, exchange_name: str) -> None:
+    # Tavrida 1.0's hooks, behind the public register_* methods: a subclass may override either
+    def _register_remote(self, service_name: str, exchange_name: str) -> None:
         self._check(service_name, exchange_name)
         self._remote[service_name] = exchange_name
 
-    def register_remote_publisher(self, service_name: str, exchange_name: str) -> None:
+    def _register_remote_publisher(self, service_name: str, exchange_name: str) -> None:
         self._check(service_name, exchange_name)
         self._remote_publishers[service_name] = exchange_name
 
-    def register_local_publisher(self, service_name: str, exchange_name: str) -> None:
+    def _register_local_publisher(self, service_name: str, exchange_name: str) -> None:
         self._check(service_name, exchange_name)
         self._local_publishers[service_name] = exchange_name
 

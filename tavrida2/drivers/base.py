@@ -113,8 +113,13 @@ class SyncDriver(abc.ABC):
 
     @abc.abstractmethod
     def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
-    ) -> None: ...
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
+    ) -> None:
+        """Declare an exchange; ``alternate`` gets what none of its bindings takes."""
 
     @abc.abstractmethod
     def declare_queue(
@@ -127,6 +132,14 @@ class SyncDriver(abc.ABC):
 
     @abc.abstractmethod
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None: ...
+
+    @abc.abstractmethod
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        """Route what ``source`` takes with ``routing_key`` on to the exchange ``destination``."""
+
+    @abc.abstractmethod
+    def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Remove a binding (none there: nothing happens)."""
 
     @abc.abstractmethod
     def publish(
@@ -208,8 +221,13 @@ class AsyncDriver(abc.ABC):
 
     @abc.abstractmethod
     async def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
-    ) -> None: ...
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
+    ) -> None:
+        """Declare an exchange; ``alternate`` gets what none of its bindings takes."""
 
     @abc.abstractmethod
     async def declare_queue(
@@ -222,6 +240,14 @@ class AsyncDriver(abc.ABC):
 
     @abc.abstractmethod
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None: ...
+
+    @abc.abstractmethod
+    async def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        """Route what ``source`` takes with ``routing_key`` on to the exchange ``destination``."""
+
+    @abc.abstractmethod
+    async def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Remove a binding (none there: nothing happens)."""
 
     @abc.abstractmethod
     async def publish(

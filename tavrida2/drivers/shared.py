@@ -21,9 +21,10 @@ from tavrida2.messages import AMQPMessage
 
 log = logging.getLogger("tavrida2.drivers")
 
-#: One declaration: ``("exchange", (name, type, durable))``,
-#: ``("queue", (name, durable, arguments, auto_delete))`` or
-#: ``("binding", (queue, exchange, key))``.
+#: One declaration: ``("exchange", (name, type, durable, alternate))``,
+#: ``("queue", (name, durable, arguments, auto_delete))``,
+#: ``("binding", (queue, exchange, key))``, ``("exchange_binding", (destination,
+#: source, key))`` or ``("unbinding", (queue, exchange, key))``.
 Declaration = tuple[str, tuple[Any, ...]]
 
 
@@ -89,11 +90,21 @@ def declare_on(channel: Any, declaration: Declaration) -> Any:
     both); returns what the channel returns (an awaitable for aiormq)."""
     kind, args = declaration
     if kind == "exchange":
-        return channel.exchange_declare(args[0], exchange_type=args[1], durable=args[2])
+        alternate = args[3] if len(args) > 3 else None
+        return channel.exchange_declare(
+            args[0],
+            exchange_type=args[1],
+            durable=args[2],
+            arguments={"alternate-exchange": alternate} if alternate else None,
+        )
     if kind == "queue":
         return channel.queue_declare(
             args[0], durable=args[1], arguments=args[2], auto_delete=args[3]
         )
+    if kind == "exchange_binding":
+        return channel.exchange_bind(args[0], args[1], routing_key=args[2])
+    if kind == "unbinding":
+        return channel.queue_unbind(args[0], args[1], routing_key=args[2])
     return channel.queue_bind(args[0], args[1], routing_key=args[2])
 
 

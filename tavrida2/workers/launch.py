@@ -23,8 +23,11 @@ from tavrida2.workers.state import RestartPolicy
 from tavrida2.workers.supervisor import Supervisor, WorkerSpec
 
 
-def check_config(path: str) -> configfile.ServerConfig:
-    """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built."""
+def check_config(path: str, otel: bool = False) -> configfile.ServerConfig:
+    """Load ``path`` as ``tavrida2 run`` would, and check that its server can be built.
+
+    ``otel``: as ``tavrida2 run --otel`` would (OpenTelemetry must be installed).
+    """
     from tavrida2.server import Server, file_server_arguments
 
     loaded = configfile.load(path)
@@ -36,7 +39,9 @@ def check_config(path: str) -> configfile.ServerConfig:
         )
     loaded.bind_discovery()
     # builds nothing on the broker: checks the handlers against the engine, stop_timeout, ...
-    Server(**file_server_arguments(loaded))
+    arguments = file_server_arguments(loaded)
+    arguments["otel"] = arguments["otel"] or otel
+    Server(**arguments)
     return loaded
 
 
@@ -44,18 +49,19 @@ def worker_specs(
     configs: Sequence[str],
     workers: int,
     log_level: str | None = None,
+    otel: bool = False,
     *,
     metrics_port: int | None = None,
     metrics_host: str | None = None,
 ) -> list[WorkerSpec]:
     """``workers`` specs per config, named ``CONFIG#1`` .. ``CONFIG#N``; configs checked first.
 
-    A worker with metrics gets ``--metrics-port`` and ``--metrics-host`` of its
-    own (see the module docstring).
+    ``otel``: each worker runs with ``--otel``. A worker with metrics gets
+    ``--metrics-port`` and ``--metrics-host`` of its own (see the module docstring).
     """
     if workers < 1:
         raise ValueError(f"workers={workers}: expected 1 or more")
-    loaded = [check_config(path) for path in configs]
+    loaded = [check_config(path, otel) for path in configs]
     command = [sys.executable, "-m", "tavrida2"]
     if log_level:
         command += ["--log-level", log_level]
@@ -64,7 +70,7 @@ def worker_specs(
     for path, config in zip(configs, loaded, strict=True):
         for slot in range(workers):
             seen[path] += 1
-            argv = [*command, "run", os.path.abspath(path)]
+            argv = [*command, "run", os.path.abspath(path), *(["--otel"] if otel else [])]
             endpoint = _worker_metrics(config, len(specs), slot, metrics_port, metrics_host)
             if endpoint is not None:
                 argv += ["--metrics-port", str(endpoint[1]), "--metrics-host", endpoint[0]]
@@ -134,13 +140,14 @@ def run(
     workers: int,
     log_level: str | None = None,
     policy: RestartPolicy | None = None,
+    otel: bool = False,
     *,
     metrics_port: int | None = None,
     metrics_host: str | None = None,
 ) -> int:
     """Check the configs, then supervise their workers until SIGTERM/SIGINT; the exit code."""
     specs = worker_specs(
-        configs, workers, log_level, metrics_port=metrics_port, metrics_host=metrics_host
+        configs, workers, log_level, otel, metrics_port=metrics_port, metrics_host=metrics_host
     )
     check_metrics_ports(specs)
     print(

@@ -136,9 +136,13 @@ class DriverHandle:
         await self._call("connect")
 
     async def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
     ) -> None:
-        await self._call("declare_exchange", name, exchange_type, durable)
+        await self._call("declare_exchange", name, exchange_type, durable, alternate)
 
     async def declare_queue(
         self, name: str, durable: bool = True, arguments: dict[str, Any] | None = None
@@ -148,6 +152,12 @@ class DriverHandle:
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         await self._call("bind_queue", queue, exchange, routing_key)
+
+    async def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        await self._call("bind_exchange", destination, source, routing_key)
+
+    async def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._call("unbind_queue", queue, exchange, routing_key)
 
     async def publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True

@@ -43,6 +43,52 @@ def test_declare_exchange_queue_and_binding_are_idempotent(env: Env) -> None:
     env.run(body)
 
 
+def test_exchange_bindings_alternate_exchanges_and_unbinding_route_like_rabbitmq(
+    env: Env,
+) -> None:
+    """The routing of ``rpc_method(prefetch=N)`` (drivers/topology.py split_by_method)."""
+
+    async def body() -> None:
+        pub = await env.driver()
+        service, by_method, others = env.exchange("svc"), env.exchange("by"), env.exchange("alt")
+        main, method = env.queue("main"), env.queue("method")
+        await pub.declare_exchange(service, durable=False)
+        await pub.declare_exchange(others, "fanout", durable=False)
+        await pub.declare_exchange(by_method, "topic", False, others)
+        for queue in (main, method):
+            await pub.declare_queue(queue, durable=False)
+        await pub.bind_queue(main, service, "s.#")  # an earlier run's binding
+        await pub.bind_queue(main, others, "")
+        await pub.bind_queue(method, by_method, "s.m")
+        await pub.bind_exchange(by_method, service, "s.#")
+        await pub.unbind_queue(main, service, "s.#")
+        await pub.unbind_queue(main, service, "s.#")  # none left: nothing happens
+        for key in ("s.m", "s.other", "s", "s.m.deeper"):
+            await pub.publish(service, key, msg(key.encode()))
+        with pytest.raises(exceptions.UnroutableMessage):
+            await pub.publish(service, "t.m", msg(b"nobody"))
+        await publish_markers(pub, [main, method])
+        inbox = Inbox()
+        await (await env.driver()).consume(inbox.callbacks([main, method]))
+        await inbox.wait_for_markers([main, method])
+        assert inbox.bodies(method) == [b"s.m"]
+        assert inbox.bodies(main) == [b"s.other", b"s", b"s.m.deeper"]
+
+    env.run(body)
+
+
+def test_an_exchange_redeclared_with_another_alternate_fails(env: Env) -> None:
+    async def body() -> None:
+        pub = await env.driver()
+        exchange, alternate = env.exchange(), env.exchange("alt")
+        await pub.declare_exchange(alternate, "fanout", durable=False)
+        await pub.declare_exchange(exchange, "topic", False, alternate)
+        with pytest.raises(exceptions.PreconditionFailed):
+            await pub.declare_exchange(exchange, "topic", False)
+
+    env.run(body)
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [

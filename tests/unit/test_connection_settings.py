@@ -132,7 +132,7 @@ def test_a_value_pika_refuses_is_a_config_error() -> None:
 @pytest.mark.parametrize(
     ("ssl_options", "message"),
     [
-        ({"cert_reqs": 0}, "unknown ssl_options 'cert_reqs'; known: ca_certs, certfile"),
+        ({"ssl_options": 0}, "unknown ssl_options 'ssl_options'; known: ca_certs, certfile"),
         ({"keyfile": "client.key"}, "ssl_options keyfile needs certfile"),
         ({"ca_certs": "/nonexistent/ca.pem"}, "ca_certs='/nonexistent/ca.pem': the file does not"),
         ({"verify": "no"}, "ssl_options verify='no': expected true or false"),

@@ -144,14 +144,17 @@ def test_a_bad_metrics_section_names_the_key(
 def test_the_command_line_wins_over_the_file(deployment: Deployment) -> None:
     config = deployment.config(extra="[metrics]\nport = 9187\nhost = 0.0.0.0\n")
     assert server.CLIServer(config).metrics_endpoint == ("0.0.0.0", 9187)
-    assert server.CLIServer(config, 9200).metrics_endpoint == ("0.0.0.0", 9200)
-    assert server.CLIServer(config, None, "127.0.0.1").metrics_endpoint == ("127.0.0.1", 9187)
+    assert server.CLIServer(config, metrics_port=9200).metrics_endpoint == ("0.0.0.0", 9200)
+    assert server.CLIServer(config, metrics_host="127.0.0.1").metrics_endpoint == (
+        "127.0.0.1",
+        9187,
+    )
     plain = server.CLIServer(deployment.config())
     assert plain.metrics is None and plain.metrics_endpoint is None
 
 
 def test_cli_server_serves_its_metrics_while_it_runs(deployment: Deployment) -> None:
-    srv = server.CLIServer(deployment.config(), 0)
+    srv = server.CLIServer(deployment.config(), metrics_port=0)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:

@@ -69,6 +69,19 @@ SAMPLES: dict[str, Sample] = {
         ),
         errors=("calc.divide failed on request", "calc.divide failed on request"),
     ),
+    "otel_chain.py": Sample(
+        stdout=(
+            "client: hello, world, chuck says hi to ann",
+            "script (INTERNAL)\n"
+            "  send test_hello.hello (CLIENT) exchange=otel_hello\n"
+            "    process test_hello.hello (SERVER) exchange=otel_hello\n"
+            "      send test_world.world (CLIENT) exchange=otel_world\n"
+            "        process test_world.world (SERVER) exchange=otel_world\n"
+            "          send test_chuck.chuck (CLIENT) exchange=otel_chuck\n"
+            "            process test_chuck.chuck (SERVER) exchange=otel_chuck\n",
+            "done: one trace, each hop under the one before",
+        ),
+    ),
     "tutorial/01_request_handling.py": Sample(
         stdout=(
             "client: cast test_hello.hello(param=123)",

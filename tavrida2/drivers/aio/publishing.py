@@ -93,9 +93,13 @@ class Publishing(AioConnection):
         self._declarations.remember(declaration)
 
     async def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
     ) -> None:
-        await self._remember(("exchange", (name, exchange_type, durable)))
+        await self._remember(("exchange", (name, exchange_type, durable, alternate)))
 
     async def declare_queue(
         self,
@@ -109,6 +113,12 @@ class Publishing(AioConnection):
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         await self._remember(("binding", (queue, exchange, routing_key)))
+
+    async def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        await self._remember(("exchange_binding", (destination, source, routing_key)))
+
+    async def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._remember(("unbinding", (queue, exchange, routing_key)))
 
     # -- publishing ----------------------------------------------------------
 

@@ -95,6 +95,10 @@ class _Exchange:
     type: str
     durable: bool
     bindings: list[tuple[str, str]] = field(default_factory=list)  # (queue, routing key)
+    #: (destination exchange, routing key): exchange-to-exchange bindings
+    exchange_bindings: list[tuple[str, str]] = field(default_factory=list)
+    #: where what no binding takes goes (the ``alternate-exchange`` argument)
+    alternate: str | None = None
 
 
 @dataclass
@@ -169,20 +173,30 @@ class MemoryBroker:
     # -- topology ------------------------------------------------------------
 
     def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
     ) -> None:
+        """Declare an exchange; ``alternate`` gets the messages none of its bindings takes."""
         if name.startswith("amq."):
             raise exceptions.DriverError(reason=f"exchange name {name!r} is reserved (amq.)")
         matches(exchange_type, "", "")  # rejects unsupported types
         with self._lock:
             known = self._exchanges.get(name)
             if known is None:
-                self._exchanges[name] = _Exchange(name, exchange_type, durable)
-            elif (known.type, known.durable) != (exchange_type, durable):
+                self._exchanges[name] = _Exchange(name, exchange_type, durable, alternate=alternate)
+            elif (known.type, known.durable, known.alternate) != (
+                exchange_type,
+                durable,
+                alternate,
+            ):
                 raise exceptions.PreconditionFailed(
                     what="exchange",
                     name=name,
-                    reason=f"type {known.type}, durable {known.durable}",
+                    reason=f"type {known.type}, durable {known.durable}, "
+                    f"alternate-exchange {known.alternate}",
                 )
 
     def declare_queue(
@@ -231,6 +245,16 @@ class MemoryBroker:
             bindings = self._exchange(exchange).bindings
             if (queue, routing_key) in bindings:
                 bindings.remove((queue, routing_key))
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        """Route what ``source`` takes with ``routing_key`` on to ``destination``."""
+        with self._lock:
+            target = self._exchange(source)
+            self._exchange(destination)
+            if not source or not destination:
+                raise exceptions.DriverError(reason="cannot bind the default exchange")
+            if (destination, routing_key) not in target.exchange_bindings:
+                target.exchange_bindings.append((destination, routing_key))
 
     def claim(self, name: str, owner: object) -> bool:
         """Whether ``owner`` (a connection) holds the lease ``name``, claiming it if free."""
@@ -356,16 +380,35 @@ class MemoryBroker:
     # -- publishing ----------------------------------------------------------
 
     def route(self, exchange: str, routing_key: str) -> list[str]:
-        """Names of the queues a message to ``exchange`` with ``routing_key`` reaches."""
+        """Names of the queues a message to ``exchange`` with ``routing_key`` reaches.
+
+        As RabbitMQ: through exchange-to-exchange bindings too, each queue
+        once; what an exchange routes nowhere goes to its alternate exchange.
+        """
         with self._lock:
-            target = self._exchange(exchange)
+            self._exchange(exchange)
             if not exchange:
                 return [routing_key] if routing_key in self._queues else []
             found: list[str] = []
-            for queue, key in target.bindings:
-                if queue not in found and matches(target.type, key, routing_key):
-                    found.append(queue)
+            self._route_into(exchange, routing_key, found, set())
             return found
+
+    def _route_into(
+        self, exchange: str, routing_key: str, found: list[str], seen: set[str]
+    ) -> None:
+        target = self._exchanges.get(exchange)
+        if target is None or exchange in seen:
+            return
+        seen.add(exchange)
+        before = len(found)
+        for queue, key in target.bindings:
+            if queue not in found and matches(target.type, key, routing_key):
+                found.append(queue)
+        for destination, key in target.exchange_bindings:
+            if matches(target.type, key, routing_key):
+                self._route_into(destination, routing_key, found, seen)
+        if len(found) == before and target.alternate is not None:
+            self._route_into(target.alternate, routing_key, found, seen)
 
     def publish(
         self,

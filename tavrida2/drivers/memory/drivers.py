@@ -130,9 +130,13 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
         return self._require_connection().claim(name, self)
 
     def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
     ) -> None:
-        self._require_connection().declare_exchange(name, exchange_type, durable)
+        self._require_connection().declare_exchange(name, exchange_type, durable, alternate)
 
     def declare_queue(
         self,
@@ -145,6 +149,12 @@ class MemoryDriver(_MemoryConnection, SyncDriver):
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         self._require_connection().bind_queue(queue, exchange, routing_key)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        self._require_connection().bind_exchange(destination, source, routing_key)
+
+    def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._require_connection().unbind_queue(queue, exchange, routing_key)
 
     def publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True
@@ -257,9 +267,13 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
         await self.consume(queue, deliver)
 
     async def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
     ) -> None:
-        self._require_connection().declare_exchange(name, exchange_type, durable)
+        self._require_connection().declare_exchange(name, exchange_type, durable, alternate)
 
     async def declare_queue(
         self,
@@ -272,6 +286,12 @@ class AsyncMemoryDriver(_MemoryConnection, AsyncDriver):
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         self._require_connection().bind_queue(queue, exchange, routing_key)
+
+    async def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        self._require_connection().bind_exchange(destination, source, routing_key)
+
+    async def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._require_connection().unbind_queue(queue, exchange, routing_key)
 
     async def publish(
         self, exchange: str, routing_key: str, message: AMQPMessage, mandatory: bool = True

@@ -99,9 +99,13 @@ class Publishing(PikaConnection):
         self._declarations.remember(declaration)
 
     def declare_exchange(
-        self, name: str, exchange_type: str = "topic", durable: bool = True
+        self,
+        name: str,
+        exchange_type: str = "topic",
+        durable: bool = True,
+        alternate: str | None = None,
     ) -> None:
-        self._remember(("exchange", (name, exchange_type, durable)))
+        self._remember(("exchange", (name, exchange_type, durable, alternate)))
 
     def declare_queue(
         self,
@@ -115,6 +119,12 @@ class Publishing(PikaConnection):
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         self._remember(("binding", (queue, exchange, routing_key)))
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        self._remember(("exchange_binding", (destination, source, routing_key)))
+
+    def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._remember(("unbinding", (queue, exchange, routing_key)))
 
     # -- publishing ----------------------------------------------------------
 
