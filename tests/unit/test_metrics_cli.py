@@ -231,3 +231,28 @@ def test_two_workers_on_one_port_are_refused() -> None:
 def test_an_endpoint_refuses_a_port_another_endpoint_holds() -> None:
     with MetricsEndpoint(0) as first, pytest.raises(MetricsPortInUse):
         MetricsEndpoint(first.port).start()
+
+
+def test_reload_gives_its_child_the_metrics_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tavrida2 import reloader
+
+    commands: list[list[str]] = []
+
+    class Recording:
+        def __init__(self, command: list[str], *args: object) -> None:
+            commands.append(command)
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(reloader, "Reloader", Recording)
+    argv = ["run", str(HELLO), "--reload", "--metrics-port", "9100", "--metrics-host", "0.0.0.0"]
+    code, _, _ = run_cli(*argv, capsys=capsys)
+
+    assert code == 0
+    [command] = commands
+    assert command[command.index("run") :] == [
+        "run", str(HELLO), "--workers", "1", "--metrics-port", "9100", "--metrics-host", "0.0.0.0"
+    ]  # fmt: skip
