@@ -39,20 +39,32 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            first = int(sock.getsockname()[1])
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
 
 
 class Process:
     """``python -m tavrida2 run CONFIG --metrics-port PORT`` with a config of the test's own."""
 
-    def __init__(self, tmp_path: Path, names: Names, async_engine: bool) -> None:
+    def __init__(self, tmp_path: Path, names: Names, async_engine: bool, workers: int = 1) -> None:
         self.queue = names.queue("metrics")
         self.exchange = names.exchange("metrics")
         self.connection_name = names.connection("metrics")
-        self.port = free_port()
+        self.port = free_ports(workers)
+        self.workers = workers
         (tmp_path / "services.ds").write_text(f"[{SERVICE}]\nexchange = {self.exchange}\n")
         config = tmp_path / "metrics.ini"
         config.write_text(
@@ -79,19 +91,21 @@ class Process:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tavrida2", "run", str(config),
-                 "--metrics-port", str(self.port)],
+                 "--metrics-port", str(self.port), "--workers", str(workers)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_until(lambda: consumers(self.queue) == 1 or self.proc.poll() is not None, "consuming")
+        wait_until(
+            lambda: consumers(self.queue) == workers or self.proc.poll() is not None, "consuming"
+        )
         assert self.proc.poll() is None, self.log
 
     @property
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        """Every sample at /metrics, by name and labels."""
-        url = f"http://127.0.0.1:{self.port}/metrics"
+    def scrape(self, worker: int = 0) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every sample at /metrics (of worker ``worker``), by name and labels."""
+        url = f"http://127.0.0.1:{self.port + worker}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         return {
@@ -101,7 +115,9 @@ class Process:
         }
 
     def value(self, name: str, **labels: str) -> float:
-        return self.scrape().get((name, frozenset(labels.items())), 0.0)
+        """The sum over the workers."""
+        key = (name, frozenset(labels.items()))
+        return sum(self.scrape(worker).get(key, 0.0) for worker in range(self.workers))
 
     def handled(self, method: str, outcome: str = "ok") -> float:
         return self.value(
@@ -172,3 +188,24 @@ def test_a_scrape_after_known_traffic_shows_its_counts(process: Process) -> None
         assert cli[SERVICE].add(a=2, b=2).call().payload == {"sum": 4}
     wait_until(lambda: process.handled("add") == 6, "the sixth add counted")
     assert process.stop() == 0, process.log
+
+
+def test_each_worker_serves_its_own_metrics(tmp_path: Path, names: Names) -> None:
+    """``--workers 2 --metrics-port P``: P and P+1, together counting all the traffic."""
+    running = Process(tmp_path, names, async_engine=False, workers=2)
+    try:
+        disc = LocalDiscovery()
+        disc.register_remote_service(SERVICE, running.exchange)
+        with RPCClient(amqp_config(False), disc, source="t2metrics_test", timeout=10) as cli:
+            for n in range(20):
+                cli[SERVICE].note(text=str(n)).cast()
+        wait_until(lambda: running.handled("note") == 20, "20 notes over both workers")
+        labels = {"service": SERVICE, "method": "note", "type": "request", "outcome": "ok"}
+        key = ("tavrida2_messages_total", frozenset(labels.items()))
+        each = [running.scrape(worker).get(key, 0.0) for worker in range(2)]
+        assert sum(each) == 20
+        assert running.stop() == 0, running.log
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait(10)
