@@ -23,14 +23,13 @@ from tavrida2.exceptions import WrongEntryPointFormat
 from tavrida2.messages import BROADCAST_HEADER, Error, Message, Response
 from tavrida2.middleware.base import Middleware
 
+if TYPE_CHECKING:
+    from tavrida2.metrics.instruments import Families
+
 #: How a handled message ended: its handler returned; it failed (the handler
 #: raised, what it sent was not confirmed, its payload was refused); an
 #: incoming middleware stopped it before its handler (a duplicate, say).
 OUTCOMES = ("ok", "error", "rejected")
-
-if TYPE_CHECKING:
-    from tavrida2.metrics.instruments import Families
-
 #: The ``type`` label: the message types, a request sent to every instance
 #: (``broadcast``) apart.
 MESSAGE_TYPES = ("request", "broadcast", "response", "error", "notification")
