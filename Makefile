@@ -15,8 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)  ## the Hello/World tutorial in one process, on the in-memory broker
 	$(BIN)/python samples/demo.py
 
+# --tavrida2-require-rabbitmq: a test that needs RabbitMQ fails, not skips, without it
 test: $(STAMP) docs lint rabbitmq  ## docs, lint, type-check, then every test (RabbitMQ ones included)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --tavrida2-require-rabbitmq
 
 unit: $(STAMP)  ## tests that need no broker
 	$(BIN)/python -m pytest -m "not rabbitmq"
