@@ -5,6 +5,7 @@
     tavrida2 run CONFIG                      serve the services of an INI config file
     tavrida2 run CONFIG... --workers N       N supervised processes per config
     tavrida2 run CONFIG --reload             restart it when a controller file changes
+    tavrida2 run CONFIG --metrics-port PORT  also serve Prometheus metrics (tavrida2[metrics])
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
     tavrida2 ds check FILE                   check a .ds file, list services and exchanges
@@ -55,6 +56,7 @@ _EPILOG = """\
 examples:
   tavrida2 run samples/deploy/hello.ini
   tavrida2 run samples/deploy/hello.ini samples/deploy/world.ini --workers 3
+  tavrida2 run samples/deploy/hello.ini --metrics-port 9100
   tavrida2 call test_hello.hello param=123 --ds samples/deploy/services.ds
   tavrida2 cast test_hello.hello param='"text"' --exchange hello_exchange
   tavrida2 ds check samples/deploy/services.ds
@@ -290,6 +292,18 @@ def _add_run_command(commands: Any) -> None:
         metavar="DIR",
         help="with --reload, also watch DIR (may be given again)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the `metrics` "
+        "extra; 0: any free port); with several workers, worker i (0, 1, ...) gets PORT+i",
+    )
+    run.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address the metrics listen on (default: [metrics] host, else 127.0.0.1)",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -303,6 +317,16 @@ def _worker_count(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"{count}: expected 1 or more worker processes per config")
     return count
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: expected a port number from 0 to 65535")
+    return port
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -322,14 +346,31 @@ def _run(args: argparse.Namespace) -> int:
     if args.reload_dir:
         raise UsageError("--reload-dir is for --reload")
     if len(args.config) > 1 or args.workers > 1:
-        return launch.run(args.config, args.workers, args.log_level, otel=args.otel)
+        return launch.run(
+            args.config,
+            args.workers,
+            args.log_level,
+            otel=args.otel,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     link = SupervisorLink.from_environment()
-    srv = CLIServer(args.config[0], otel=args.otel)
+    srv = CLIServer(
+        args.config[0],
+        otel=args.otel,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+    metrics = ""
+    if srv.metrics_endpoint is not None:
+        host, port = srv.metrics_endpoint
+        metrics = f"; metrics on {host}:{port or '(any free port)'}"
     if link is not None:
         link.attach(srv)
     print(
         f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
-        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}); Ctrl-C stops",
+        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}){metrics}; "
+        "Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -351,6 +392,10 @@ def _run_reloading(args: argparse.Namespace) -> int:
     command += ["run", *args.config, "--workers", str(args.workers)]
     if args.otel:
         command.append("--otel")
+    if args.metrics_port is not None:
+        command += ["--metrics-port", str(args.metrics_port)]
+    if args.metrics_host is not None:
+        command += ["--metrics-host", args.metrics_host]
     watcher = reloader.Reloader(
         command,
         reloader.watched_paths(args.config, args.reload_dir),
