@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit lint typecheck rabbitmq bench docs clean cluster-test
+.PHONY: demo test unit lint typecheck rabbitmq browser-tools bench docs clean cluster-test
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)  ## the Hello/World tutorial in one process, on the in-memory broker
 	$(BIN)/python samples/demo.py
 
-test: $(STAMP) docs lint rabbitmq  ## docs, lint, type-check, then every test (RabbitMQ ones included)
-	$(BIN)/python -m pytest
+# --tavrida2-require-rabbitmq: a test that needs RabbitMQ fails, not skips, without it
+test: $(STAMP) docs lint rabbitmq browser-tools  ## docs, lint, type-check, then every test (RabbitMQ and browser ones included)
+	$(BIN)/python -m pytest --tavrida2-require-rabbitmq
 
 unit: $(STAMP)  ## tests that need no broker
 	$(BIN)/python -m pytest -m "not rabbitmq"
@@ -29,8 +30,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check tavrida2 tests samples bench
 	$(BIN)/mypy tavrida2
 
-rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if installed)
+rabbitmq:  ## make sure the broker at 127.0.0.1:5672 answers (start it if installed), management API on
 	@bash scripts/ensure-rabbitmq.sh
+	@bash scripts/ensure-rabbitmq-management.sh
+
+browser-tools:  ## Debian's chromium (the dashboard's browser tests) and graphviz (topology pictures)
+	@bash scripts/ensure-browser-tools.sh
 
 # -E reads every page again: an incremental build would not repeat the warnings of
 # pages it does not re-read, and a second `make docs` would pass.

@@ -5,12 +5,15 @@
     tavrida2 run CONFIG                      serve the services of an INI config file
     tavrida2 run CONFIG... --workers N       N supervised processes per config
     tavrida2 run CONFIG --reload             restart it when a controller file changes
+    tavrida2 run CONFIG --metrics-port PORT  also serve Prometheus metrics (tavrida2[metrics])
     tavrida2 call SERVICE.METHOD k=v ...     call and print the answer as JSON
     tavrida2 cast SERVICE.METHOD k=v ...     send a request nobody answers
     tavrida2 ds check FILE                   check a .ds file, list services and exchanges
     tavrida2 dlq list CONFIG                 the dead letters of a server, and why
     tavrida2 dlq replay CONFIG [--limit N]   publish them again where they were going
-    tavrida2 topology CONFIG                 what a server would declare on the broker
+    tavrida2 topology CONFIG... [--ds FILE...] [--format text|dot|mermaid|svg]
+                                             a picture of the system of the files
+    tavrida2 dashboard [--config CONFIG...]  a live web page of the system
     tavrida2 spec CONFIG [--format F]        a server's AsyncAPI 3.0 document (or Markdown)
     tavrida2 peers [--ds FILE] [--url URL]   the running servers, as they announce themselves
     tavrida2 trace CORRELATION_ID [--db URL] a chain of calls from a trace database
@@ -53,6 +56,7 @@ _EPILOG = """\
 examples:
   tavrida2 run samples/deploy/hello.ini
   tavrida2 run samples/deploy/hello.ini samples/deploy/world.ini --workers 3
+  tavrida2 run samples/deploy/hello.ini --metrics-port 9100
   tavrida2 call test_hello.hello param=123 --ds samples/deploy/services.ds
   tavrida2 cast test_hello.hello param='"text"' --exchange hello_exchange
   tavrida2 ds check samples/deploy/services.ds
@@ -168,16 +172,67 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--table", default=tracing.DEFAULT_TABLE, help="its table")
     trace.set_defaults(handler=_trace)
 
-    topology = commands.add_parser(
-        "topology",
-        help="print the exchanges, queues and bindings a server declares",
-        description=_doc(_topology),
-    )
-    topology.add_argument("config", metavar="CONFIG")
-    topology.set_defaults(handler=_topology)
-
+    _add_topology_parser(commands)
+    _add_dashboard_parser(commands)
     _add_spec_parser(commands)
     return parser
+
+
+def _add_topology_parser(commands: Any) -> None:
+    topology = commands.add_parser(
+        "topology",
+        help="draw the services, exchanges, queues and bindings of config and .ds files",
+        description=_doc(_topology),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    topology.add_argument("config", metavar="CONFIG", nargs="*", help="a server's INI config file")
+    topology.add_argument(
+        "--ds", metavar="FILE", nargs="+", default=[], help="also the services of .ds files"
+    )
+    topology.add_argument(
+        "--format",
+        choices=["text", "dot", "mermaid", "svg"],
+        default="text",
+        help="text (default), Graphviz dot, Mermaid or SVG (drawn by Graphviz's dot when "
+        "installed, else by tavrida2)",
+    )
+    topology.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    topology.set_defaults(handler=_topology)
+
+
+def _add_dashboard_parser(commands: Any) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        help=_doc(_dashboard).splitlines()[0],
+        description=_doc(_dashboard),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dashboard.add_argument(
+        "--config", metavar="CONFIG", nargs="+", default=[], help="servers' INI config files"
+    )
+    dashboard.add_argument("--ds", metavar="FILE", nargs="+", default=[], help=".ds files")
+    dashboard.add_argument("--url", help="the broker (default: $TAVRIDA2_URL or localhost)")
+    dashboard.add_argument(
+        "--management-url",
+        metavar="URL",
+        help="RabbitMQ's management HTTP API (default: http://guest:guest@<broker host>:15672)",
+    )
+    dashboard.add_argument(
+        "--db",
+        metavar="URL",
+        default=os.environ.get("TAVRIDA2_TRACE_DB"),
+        help="the trace database, a SQLAlchemy URL (default: $TAVRIDA2_TRACE_DB, else none)",
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1)"
+    )
+    dashboard.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
+    dashboard.add_argument(
+        "--allow-replay",
+        action="store_true",
+        help="let the page replay dead letters (read-only without it)",
+    )
+    dashboard.set_defaults(handler=_dashboard)
 
 
 def _add_spec_parser(commands: Any) -> None:
@@ -237,6 +292,18 @@ def _add_run_command(commands: Any) -> None:
         metavar="DIR",
         help="with --reload, also watch DIR (may be given again)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the `metrics` "
+        "extra; 0: any free port); with several workers, worker i (0, 1, ...) gets PORT+i",
+    )
+    run.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address the metrics listen on (default: [metrics] host, else 127.0.0.1)",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -250,6 +317,16 @@ def _worker_count(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"{count}: expected 1 or more worker processes per config")
     return count
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: expected a port number from 0 to 65535")
+    return port
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -269,14 +346,31 @@ def _run(args: argparse.Namespace) -> int:
     if args.reload_dir:
         raise UsageError("--reload-dir is for --reload")
     if len(args.config) > 1 or args.workers > 1:
-        return launch.run(args.config, args.workers, args.log_level, otel=args.otel)
+        return launch.run(
+            args.config,
+            args.workers,
+            args.log_level,
+            otel=args.otel,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     link = SupervisorLink.from_environment()
-    srv = CLIServer(args.config[0], otel=args.otel)
+    srv = CLIServer(
+        args.config[0],
+        otel=args.otel,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+    metrics = ""
+    if srv.metrics_endpoint is not None:
+        host, port = srv.metrics_endpoint
+        metrics = f"; metrics on {host}:{port or '(any free port)'}"
     if link is not None:
         link.attach(srv)
     print(
         f"tavrida2: serving {', '.join(c.service_name for c in srv.file_config.controllers)} "
-        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}); Ctrl-C stops",
+        f"on queue {srv.queue_name} ({srv.file_config.connection.to_url()}){metrics}; "
+        "Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -298,6 +392,10 @@ def _run_reloading(args: argparse.Namespace) -> int:
     command += ["run", *args.config, "--workers", str(args.workers)]
     if args.otel:
         command.append("--otel")
+    if args.metrics_port is not None:
+        command += ["--metrics-port", str(args.metrics_port)]
+    if args.metrics_host is not None:
+        command += ["--metrics-host", args.metrics_host]
     watcher = reloader.Reloader(
         command,
         reloader.watched_paths(args.config, args.reload_dir),
@@ -455,36 +553,38 @@ def _ds_check(args: argparse.Namespace) -> int:
 
 
 def _topology(args: argparse.Namespace) -> int:
-    """Print the exchanges, queues and bindings the server of CONFIG declares (nothing is sent)."""
-    from tavrida2.server import Server, file_server_arguments
+    """Draw the system of the CONFIG files and --ds files (nothing is sent to a broker).
 
-    loaded = configfile.load(args.config)
-    loaded.bind_discovery()
-    srv = Server(**file_server_arguments(loaded))
-    topology = srv.topology()
-    print("exchanges:")
-    for exchange in topology.exchanges:
-        alternate = f", alternate-exchange {exchange.alternate}" if exchange.alternate else ""
-        durable = ", durable" if exchange.durable else ""
-        print(f"  {exchange.name} ({exchange.type}{durable}{alternate})")
-    print("queues:")
-    for queue in topology.queues:
-        arguments = f" {dict(queue.arguments)}" if queue.arguments else ""
-        print(f"  {queue.name}{' (durable)' if queue.durable else ''}{arguments}")
-    print("bindings:")
-    for binding in topology.bindings:
-        print(f"  {binding.exchange} --[{binding.routing_key}]--> {binding.queue}")
-    for link in topology.exchange_bindings:
-        print(f"  {link.source} --[{link.routing_key}]--> exchange {link.destination}")
-    for unbinding in topology.unbindings:
-        print(f"  removed: {unbinding.exchange} --[{unbinding.routing_key}]--> {unbinding.queue}")
-    if topology.method_queues:
-        print("methods with a queue of their own:")
-        for method_queue in topology.method_queues:
-            print(
-                f"  {method_queue.entry_point}: {method_queue.name}, "
-                f"prefetch {method_queue.prefetch}"
-            )
+    The services, the exchanges and queues their servers declare (dead-letter and
+    retry queues, broadcast fanouts), the bindings (rpc ``service.#``, one per
+    subscribed notification), and who calls whom (from the controllers'
+    response and error handlers and their ``proxy.<service>.<method>(...)``
+    calls). --format: text, dot (Graphviz), mermaid, or svg.
+
+    examples:
+      tavrida2 topology samples/deploy/hello.ini samples/deploy/world.ini
+      tavrida2 topology samples/agents/*.ini --format svg -o agents.svg
+      tavrida2 topology --ds samples/tutorial/services.ds --format mermaid
+    """
+    from tavrida2 import topology
+
+    if not args.config and not args.ds:
+        raise UsageError("nothing to draw: give CONFIG files, --ds FILE..., or both")
+    try:
+        graph = topology.build_graph(args.config, args.ds)
+        drawn = topology.RENDERERS[args.format](graph)
+    except topology.GraphSourceError as exc:
+        raise UsageError(str(exc)) from None
+    except RuntimeError as exc:  # Graphviz failed
+        raise UsageError(str(exc)) from None
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as stream:
+                stream.write(drawn)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    else:
+        sys.stdout.write(drawn)
     return 0
 
 
@@ -516,6 +616,24 @@ def _spec(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
     print(f"tavrida2: wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Serve a web page of the system: topology, queues, instances, dead letters, traces.
+
+    The picture and the queues of the --config and --ds files; each queue's
+    depth, consumers and rates (RabbitMQ's management API); the running
+    instances (their announcements); the dead letters, with a replay button
+    when --allow-replay is given; recent messages of the trace database
+    (--db). It binds 127.0.0.1:8765 unless told otherwise; Ctrl-C stops it.
+
+    examples:
+      tavrida2 dashboard --config samples/agents/*.ini
+      tavrida2 dashboard --config samples/deploy/*.ini --allow-replay --db sqlite:///trace.db
+    """
+    from tavrida2.dashboard.command import serve
+
+    return serve(args)
 
 
 def _dead_letter_queue(args: argparse.Namespace) -> tuple[ConnectionConfig, str]:

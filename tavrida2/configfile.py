@@ -38,6 +38,12 @@
     certfile = /etc/ssl/client.pem
     keyfile = /etc/ssl/client.key
 
+    [metrics]
+    ; tavrida2 run serves Prometheus metrics on http://host:port/metrics
+    ; (the `metrics` extra; --metrics-port and --metrics-host win)
+    port = 9100
+    host = 127.0.0.1
+
 Values are JSON where they parse as JSON (numbers, ``true``, lists, objects,
 "quoted strings"), plain strings otherwise; booleans also accept yes/no/on/off.
 The file is checked against a JSON Schema (:data:`SCHEMA`): an unknown key, a
@@ -78,6 +84,9 @@ from tavrida2.servicefolder import load_folder
 
 #: Environment variable whose URL overrides the broker address of ``[connection]``.
 URL_VARIABLE = "TAVRIDA2_URL"
+#: Where metrics are served unless ``[metrics] host`` says otherwise: this host only
+#: (the same as ``tavrida2.metrics.DEFAULT_HOST``, which needs prometheus_client).
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 _NAME = {"type": "string", "minLength": 1}
 _SERVICE = {
@@ -177,6 +186,15 @@ SCHEMA: dict[str, Any] = {
             },
             "additionalProperties": False,
         },
+        "metrics": {
+            "type": "object",
+            "properties": {
+                "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+                "host": _NAME,
+            },
+            "required": ["port"],
+            "additionalProperties": False,
+        },
         "trace": {
             "type": "object",
             "properties": {
@@ -233,6 +251,9 @@ class ServerConfig:
     queue_type: str = CLASSIC
     #: Whether the server traces its messages with OpenTelemetry (:mod:`tavrida2.otel`).
     otel: bool = False
+    #: ``(host, port)`` of ``[metrics]``: where ``tavrida2 run`` serves Prometheus
+    #: metrics (:mod:`tavrida2.metrics`); None without the section.
+    metrics: tuple[str, int] | None = None
 
     @property
     def controllers(self) -> list[type[ServiceController]]:
@@ -405,7 +426,14 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         dict(sections["trace"]) if "trace" in sections else None,
         server.get("queue_type", CLASSIC),
         bool(server.get("otel", False)),
+        _metrics_endpoint(sections.get("metrics")),
     )
+
+
+def _metrics_endpoint(section: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    if section is None:
+        return None
+    return str(section.get("host", DEFAULT_METRICS_HOST)), int(section["port"])
 
 
 def _listed_entries(file: str, server: Mapping[str, Any]) -> list[ServiceEntry]:
@@ -710,6 +738,7 @@ def import_class(import_str: str) -> type:
 
 
 __all__ = [
+    "DEFAULT_METRICS_HOST",
     "SCHEMA",
     "URL_VARIABLE",
     "ServerConfig",

@@ -25,7 +25,7 @@ import concurrent.futures
 import contextvars
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tavrida2 import exceptions
 from tavrida2.confirmations import first_failure_async, track, tracking
@@ -43,6 +43,28 @@ DEFAULT_STOP_TIMEOUT = 30.0
 _masker = LoggingMiddleware()
 
 PendingPublish = asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+#: The ``reason`` of :meth:`DeliveryEvents.dead_lettered`: no handler could take it.
+UNHANDLEABLE = "unhandleable"
+#: The ``reason`` of :meth:`DeliveryEvents.dead_lettered`: its handler failed.
+FAILED = "failed"
+
+
+class DeliveryEvents(Protocol):
+    """What an engine tells besides the handlers' work: :mod:`tavrida2.metrics` counts it.
+
+    Called only on the paths of failures, so an engine without one does nothing more.
+    """
+
+    def unhandleable(self) -> None:
+        """A delivery reached no handler (malformed, unknown service or method, expired)."""
+
+    def retried(self) -> None:
+        """A failed cast or notification was sent for another attempt."""
+
+    def dead_lettered(self, reason: str) -> None:
+        """A message was given up on (:data:`UNHANDLEABLE` or :data:`FAILED`): dead-lettered,
+        or rejected for the broker to dead-letter."""
 
 
 def _unhandleable(
@@ -91,10 +113,12 @@ class SyncEngine:
         preprocessor: PreProcessor,
         dead_letters: DeadLetters | None = None,
         publish: Callable[[str, str, AMQPMessage, bool], Any] | None = None,
+        events: DeliveryEvents | None = None,
     ) -> None:
         self._preprocessor = preprocessor
         self._dead_letters = dead_letters if publish is not None else None
         self._publish = publish
+        self._events = events
         #: Told of each delivery that could not be handled, or whose handler failed,
         #: while it is in hand (set by the server: OpenTelemetry marks its span).
         self.on_failure: Callable[[Exception], None] | None = None
@@ -103,11 +127,14 @@ class SyncEngine:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
+            if self._events is not None:
+                self._events.unhandleable()
             if self.on_failure is not None:
                 self.on_failure(error)
             disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.REJECT:
-                return self._resend(_dead_letter(self._dead_letters, amqp_message, error))
+                letter = _dead_letter(self._dead_letters, amqp_message, error)
+                return self._resend(letter, UNHANDLEABLE)
             return disposition
         failure: Exception | None = None
         for controller, info, message, proxy in jobs:
@@ -119,21 +146,19 @@ class SyncEngine:
             return Disposition.ACK
         if self.on_failure is not None:
             self.on_failure(failure)
-        return self._resend(_after_failure(self._dead_letters, amqp_message, failure))
+        return self._resend(_after_failure(self._dead_letters, amqp_message, failure), FAILED)
 
-    def _resend(self, resend: Resend | Disposition | None) -> Disposition:
+    def _resend(self, resend: Resend | Disposition | None, reason: str) -> Disposition:
         """Publish the dead letter or retry instead of the delivery: ACK once confirmed."""
-        if resend is None:
-            return Disposition.REJECT
-        if isinstance(resend, Disposition):
-            return resend
+        if resend is None or isinstance(resend, Disposition):
+            return _disposed(self._events, resend, reason)
         assert self._publish is not None
         exchange, routing_key, copy, what = resend
         try:
             self._publish(exchange, routing_key, copy, True)
         except exceptions.TavridaError as exc:
-            return _not_sent(what, exc)
-        return Disposition.ACK
+            return _disposed(self._events, _not_sent(what, exc), reason)
+        return _disposed(self._events, what, reason)
 
 
 #: What to publish instead of a delivery: exchange, routing key, the copy, what it is.
@@ -179,6 +204,21 @@ def _after_failure(
         fate = f"message rejected: dead-lettered to {dead_letters.policy.queue}"
     _log_failure(failure, fate)
     return exchange, routing_key, copy, "retried" if retried else "dead-lettered"
+
+
+def _disposed(
+    events: DeliveryEvents | None, outcome: Disposition | str | None, reason: str
+) -> Disposition:
+    """The disposition of a message given up on or retried (``outcome``: what was
+    published instead, a disposition, or None: reject); ``events`` are told which."""
+    if events is not None:
+        if outcome == "retried" or outcome is Disposition.REQUEUE:
+            events.retried()
+        else:
+            events.dead_lettered(reason)
+    if outcome is None:
+        return Disposition.REJECT
+    return outcome if isinstance(outcome, Disposition) else Disposition.ACK
 
 
 def _not_sent(what: str, exc: Exception) -> Disposition:
@@ -241,12 +281,14 @@ class AsyncEngine:
         executor: concurrent.futures.Executor | None = None,
         dead_letters: DeadLetters | None = None,
         driver: AsyncDriver | None = None,
+        events: DeliveryEvents | None = None,
     ) -> None:
         self._preprocessor = preprocessor
         self._loop = loop
         self._executor = executor
         self._dead_letters = dead_letters if driver is not None else None
         self._driver = driver
+        self._events = events
         #: As :attr:`SyncEngine.on_failure`.
         self.on_failure: Callable[[Exception], None] | None = None
 
@@ -258,6 +300,8 @@ class AsyncEngine:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
+            if self._events is not None:
+                self._events.unhandleable()
             if self.on_failure is not None:
                 self.on_failure(error)
             with tracking() as sent:  # the Error for the caller, published in a task
@@ -268,7 +312,8 @@ class AsyncEngine:
                     log.error("could not answer the caller: %s", unsent)
                     disposition = Disposition.REJECT
             if disposition is Disposition.REJECT:
-                return await self._resend(_dead_letter(self._dead_letters, amqp_message, error))
+                letter = _dead_letter(self._dead_letters, amqp_message, error)
+                return await self._resend(letter, UNHANDLEABLE)
             return disposition
         failure: Exception | None = None
         # answers the controllers publish without awaiting (an Error for a request
@@ -291,21 +336,28 @@ class AsyncEngine:
             return Disposition.ACK
         if self.on_failure is not None:
             self.on_failure(failure)
-        return await self._resend(_after_failure(self._dead_letters, amqp_message, failure))
+        resend = _after_failure(self._dead_letters, amqp_message, failure)
+        return await self._resend(resend, FAILED)
 
-    async def _resend(self, resend: Resend | Disposition | None) -> Disposition:
+    async def _resend(self, resend: Resend | Disposition | None, reason: str) -> Disposition:
         """As :meth:`SyncEngine._resend`, through the async driver."""
-        if resend is None:
-            return Disposition.REJECT
-        if isinstance(resend, Disposition):
-            return resend
+        if resend is None or isinstance(resend, Disposition):
+            return _disposed(self._events, resend, reason)
         assert self._driver is not None
         exchange, routing_key, copy, what = resend
         try:
             await self._driver.publish(exchange, routing_key, copy, True)
         except exceptions.TavridaError as exc:
-            return _not_sent(what, exc)
-        return Disposition.ACK
+            return _disposed(self._events, _not_sent(what, exc), reason)
+        return _disposed(self._events, what, reason)
 
 
-__all__ = ["DEFAULT_STOP_TIMEOUT", "AsyncEngine", "AsyncOutbox", "SyncEngine"]
+__all__ = [
+    "DEFAULT_STOP_TIMEOUT",
+    "FAILED",
+    "UNHANDLEABLE",
+    "AsyncEngine",
+    "AsyncOutbox",
+    "DeliveryEvents",
+    "SyncEngine",
+]

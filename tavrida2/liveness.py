@@ -93,6 +93,26 @@ class Peer:
         return (time.time() if now is None else now) - self.seen_at
 
 
+def peer_of(message: AMQPMessage, now: float | None = None) -> Peer | None:
+    """The instance an announcement describes (seen ``now``), None if it is not one."""
+    try:
+        body = json.loads(message.body)
+        return Peer(
+            str(body["instance"]),
+            [str(s) for s in body["services"]],
+            str(body["host"]),
+            int(body["pid"]),
+            str(body.get("version", "?")),
+            float(body["started_at"]),
+            str(body.get("queue", "")),
+            str(body.get("engine", "?")),
+            str(body.get("state", "alive")),
+            time.time() if now is None else now,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def listen(driver: SyncDriver, seconds: float, services: Iterable[str] | None = None) -> list[Peer]:
     """The instances that announced themselves within ``seconds`` (connected ``driver``).
 
@@ -107,24 +127,10 @@ def listen(driver: SyncDriver, seconds: float, services: Iterable[str] | None = 
     peers: dict[str, Peer] = {}
 
     def on_announcement(message: AMQPMessage) -> Disposition:
-        try:
-            body = json.loads(message.body)
-            peer = Peer(
-                str(body["instance"]),
-                [str(s) for s in body["services"]],
-                str(body["host"]),
-                int(body["pid"]),
-                str(body.get("version", "?")),
-                float(body["started_at"]),
-                str(body.get("queue", "")),
-                str(body.get("engine", "?")),
-                str(body.get("state", "alive")),
-                time.time(),
-            )
-        except (ValueError, KeyError, TypeError):
-            return Disposition.ACK  # not an announcement of ours
-        peers[peer.instance] = peer
-        return Disposition.ACK
+        peer = peer_of(message)
+        if peer is not None:
+            peers[peer.instance] = peer
+        return Disposition.ACK  # not an announcement of ours when None
 
     driver.consume(queue, on_announcement)
     timer = threading.Timer(seconds, driver.stop)
@@ -202,4 +208,5 @@ __all__ = [
     "describe",
     "instance_id",
     "listen",
+    "peer_of",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -36,11 +37,13 @@ from tavrida2.service import ServiceController
 
 if TYPE_CHECKING:
     from tavrida2.configfile import ServerConfig
+    from tavrida2.metrics import MetricsEndpoint, PrometheusMetrics, ServerInstruments
     from tavrida2.otel.incoming import DeliveryTracing
     from tavrida2.otel.settings import Telemetry
 
 log = logging.getLogger(__name__)
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
+DriverT = TypeVar("DriverT", SyncDriver, AsyncDriver)
 
 
 class Server:
@@ -59,6 +62,8 @@ class Server:
     :mod:`tavrida2.queuetypes`). ``otel=True`` (or a
     ``tavrida2.otel.Telemetry``) traces every message it handles and sends
     with OpenTelemetry (the ``tavrida2[otel]`` extra; :mod:`tavrida2.otel`).
+    ``metrics=PrometheusMetrics()`` counts and times what it handles
+    (:mod:`tavrida2.metrics`, the ``tavrida2[metrics]`` extra).
 
     Example::
 
@@ -81,6 +86,7 @@ class Server:
         announce_period: float | Literal["default"] | None = "default",
         queue_type: str = CLASSIC,
         otel: bool | Telemetry = False,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         if not isinstance(config, ConnectionConfig):
             raise exceptions.IncorrectAMQPConfig(amqp_url=repr(config))
@@ -143,6 +149,8 @@ class Server:
             self.dead_letter_policy.check_quorum()
         self._queue_name = queue_name
         self._exchange_name = exchange_name
+        #: Counts and times what this server handles; None: nothing is measured.
+        self.metrics = metrics
         self._service_list = classes
         self._services: list[ServiceController] = []
         self._driver: SyncDriver | AsyncDriver | None = None
@@ -154,6 +162,11 @@ class Server:
         self._stop_timer: threading.Timer | None = None
         self._finished = threading.Event()
         self.started = threading.Event()
+
+    @functools.cached_property
+    def _instruments(self) -> ServerInstruments | None:
+        """What counts this server's retries, dead letters and reconnects (with metrics)."""
+        return None if self.metrics is None else self.metrics.for_server(self._queue_name)
 
     @property
     def queue_name(self) -> str:
@@ -230,6 +243,10 @@ class Server:
         errors = self._postprocessor(publisher, fallback)
         for controller in services:
             controller._describe_server = self.describe
+            if self.metrics is not None:
+                # first: it also times the other middlewares and sees what they stop
+                middleware = self.metrics.middleware(controller.service_name)
+                controller._incoming_middlewares.insert(0, middleware)
         preprocessor = PreProcessor(RoutingTable(services), services, errors)
         if self.tracer is not None:
             preprocessor.tracer = errors.tracer = self.tracer
@@ -245,6 +262,12 @@ class Server:
 
         engine.on_failure = report_failure
         return DeliveryTracing(self.telemetry, self._config)
+
+    def _instrumented(self, driver: DriverT) -> DriverT:
+        """``driver``, its restored connections counted when the server has metrics."""
+        if self._instruments is not None:
+            driver.on_reconnect = self._instruments.reconnected
+        return driver
 
     def _calls(self, calls: CallsT) -> CallsT:
         calls.tracer = self.tracer
@@ -275,7 +298,7 @@ class Server:
         """
         if self._config.async_engine:
             raise RuntimeError("start() is for the sync engine; use run() or await serve()")
-        driver = create_sync_driver(self._config)
+        driver = self._instrumented(create_sync_driver(self._config))
         self._driver = driver
         driver.connect()
         self.started_at = time.time()
@@ -284,6 +307,7 @@ class Server:
             self._build(driver, self._calls(SyncCalls(driver))),
             self._dead_letters(),
             driver.publish,
+            self._instruments,
         )
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
@@ -336,13 +360,15 @@ class Server:
         that only :meth:`start` deliver to them with ``run_until_idle()``.
         """
         for method_queue in self.topology().method_queues:
-            driver = create_sync_driver(self._config)
+            driver = self._instrumented(create_sync_driver(self._config))
             driver.connect()
             self._method_drivers.append(driver)
             preprocessor, services = self._pipeline(driver, self._calls(SyncCalls(driver)))
             for controller in services:
                 controller._heartbeat = driver.send_heartbeat
-            engine = SyncEngine(preprocessor, self._dead_letters(), driver.publish)
+            engine = SyncEngine(
+                preprocessor, self._dead_letters(), driver.publish, self._instruments
+            )
             tracing = self._delivery_tracing(engine)
             on_delivery = (
                 engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
@@ -472,7 +498,7 @@ class Server:
         self._stop_event = asyncio.Event()
         if self._stop_requested.is_set():
             return
-        driver = create_async_driver(self._config)
+        driver = self._instrumented(create_async_driver(self._config))
         self._driver = driver
         scheduler = None
         try:
@@ -502,7 +528,11 @@ class Server:
                 AsyncOutbox(driver, loop), self._calls(AsyncCalls(driver, loop))
             )
             engine = AsyncEngine(
-                preprocessor, loop, dead_letters=self._dead_letters(), driver=driver
+                preprocessor,
+                loop,
+                dead_letters=self._dead_letters(),
+                driver=driver,
+                events=self._instruments,
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
@@ -586,6 +616,13 @@ class CLIServer(Server):
     ``otel=True`` traces with OpenTelemetry even if the file does not say
     ``otel = true`` (``tavrida2 run --otel``).
 
+    With a metrics port (``metrics_port``, else the file's ``[metrics] port``),
+    :meth:`run` first serves the server's Prometheus metrics on
+    ``http://HOST:PORT/metrics`` (:mod:`tavrida2.metrics`; the host is
+    ``metrics_host``, else the file's, else 127.0.0.1). A port in use raises
+    ``MetricsPortInUse`` before anything connects; without prometheus_client,
+    a ``ConfigError`` names the ``metrics`` extra.
+
     Example::
 
         server.CLIServer("hello.ini").run()
@@ -598,6 +635,8 @@ class CLIServer(Server):
         project_name: str | None = None,
         *,
         otel: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
     ) -> None:
         from tavrida2 import configfile
 
@@ -621,7 +660,56 @@ class CLIServer(Server):
         self.file_config = loaded
         arguments = file_server_arguments(loaded)
         arguments["otel"] = arguments["otel"] or otel
-        super().__init__(**arguments, tracer=tracer)
+        #: ``(host, port)`` where :meth:`run` serves the metrics; None: no metrics.
+        self.metrics_endpoint = _metrics_endpoint(loaded, metrics_port, metrics_host)
+        metrics = None
+        if self.metrics_endpoint is not None:
+            try:
+                from tavrida2.metrics import PrometheusMetrics
+            except ImportError as exc:
+                raise exceptions.ConfigError(reason=str(exc)) from None
+            metrics = PrometheusMetrics()
+        self._endpoint: MetricsEndpoint | None = None
+        super().__init__(**arguments, tracer=tracer, metrics=metrics)
+
+    def run(self) -> None:
+        """Serve the metrics (if asked), then :meth:`Server.run`; the endpoint closes after."""
+        if self.metrics is None or self.metrics_endpoint is None:
+            super().run()
+            return
+        from tavrida2.metrics import MetricsEndpoint
+
+        host, port = self.metrics_endpoint
+        try:
+            with MetricsEndpoint(port, host, self.metrics.registry) as endpoint:
+                self._endpoint = endpoint
+                super().run()
+        finally:
+            self._endpoint = None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served while :meth:`run` runs (the port chosen, if 0 was)."""
+        return None if self._endpoint is None else self._endpoint.url
+
+
+def _metrics_endpoint(
+    loaded: ServerConfig, port: int | None, host: str | None
+) -> tuple[str, int] | None:
+    """``(host, port)`` of a CLIServer's metrics: the arguments, else the file's."""
+    from tavrida2.configfile import DEFAULT_METRICS_HOST
+
+    file_host, file_port = loaded.metrics or (DEFAULT_METRICS_HOST, None)
+    if port is None:
+        port = file_port
+    if port is None:
+        if host is not None:
+            raise exceptions.ConfigError(
+                reason=f"a metrics host ({host}) but no metrics port: give --metrics-port "
+                f"or [metrics] port in {loaded.path}"
+            )
+        return None
+    return host or file_host, port
 
 
 def _check_sync_handlers(cls: type[ServiceController]) -> None:

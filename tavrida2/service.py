@@ -137,9 +137,11 @@ class ServiceController(AbstractController):
         if checked is not message:
             proxy, message = self._proxy_for(checked), checked
         if info.is_coroutine:
-            raise exceptions.IncompatibleHandler(
+            incompatible = exceptions.IncompatibleHandler(
                 handler=info.name, reason="an async def handler needs async_engine=True"
             )
+            self._after(message, incompatible)
+            raise incompatible
         error: Exception | None = None
         started = time.monotonic() if info.timeout is not None else 0.0
         with confirmations.tracking() as sent:
@@ -152,7 +154,11 @@ class ServiceController(AbstractController):
         failure = confirmations.first_failure(sent) if sent and error is None else None
         if self._failed(info.name, message, error, failure):
             return
-        self._finish(message, result)
+        try:
+            self._finish(message, result)
+        except Exception as exc:  # the answer could not be made (not JSON, say)
+            self._after(message, exc)
+            raise
         self._after(message, None)
 
     async def handle_async(
@@ -181,18 +187,25 @@ class ServiceController(AbstractController):
                     result = await self._within(info, call)
             except Exception as exc:
                 error = exc
+            except BaseException as exc:  # cancelled (a stopping server): not handled
+                self._after(message, exc)
+                raise
         failure = await confirmations.first_failure_async(sent) if sent and error is None else None
         if self._failed(info.name, message, error, failure):
             return
-        if isinstance(message, IncomingRequestCall):
-            answer = self._answer(message, result)
-            if answer is not None:
-                try:
-                    await self.postprocessor.send(answer)
-                except exceptions.TavridaError as exc:
-                    self._log_unsent(message, exc)
-        else:
-            self._check_cast_result(result)
+        try:
+            if isinstance(message, IncomingRequestCall):
+                answer = self._answer(message, result)
+                if answer is not None:
+                    try:
+                        await self.postprocessor.send(answer)
+                    except exceptions.TavridaError as exc:
+                        self._log_unsent(message, exc)
+            else:
+                self._check_cast_result(result)
+        except BaseException as exc:  # the answer could not be made, or cancelled
+            self._after(message, exc)
+            raise
         self._after(message, None)
 
     def _overran(self, info: HandlerInfo, elapsed: float) -> Exception | None:
@@ -264,11 +277,17 @@ class ServiceController(AbstractController):
         self._fail(handler, message, failure)
         return True
 
-    def _after(self, message: Message, error: BaseException | None) -> None:
-        """Tell the incoming middlewares how the handler ended (see ``Middleware.handled``)."""
+    def _after(
+        self, message: Message, error: BaseException | None, passed: int | None = None
+    ) -> None:
+        """Tell the incoming middlewares how the handler ended (see ``Middleware.handled``).
+
+        ``passed``: only the first ones (those a failing middleware came after).
+        """
         if not self._incoming_middlewares:
             return
-        for middleware in reversed(self._incoming_middlewares):
+        told = self._incoming_middlewares if passed is None else self._incoming_middlewares[:passed]
+        for middleware in reversed(told):
             try:
                 if error is None:
                     middleware.handled(message)
@@ -313,16 +332,42 @@ class ServiceController(AbstractController):
             return None
 
     def _run_incoming_middlewares(self, message: Message) -> Message | None:
+        """The message for the handler, or None if a middleware stopped it.
+
+        The middlewares that let it through before one stopped it (or raised)
+        are told so (``Middleware.stopped``, ``Middleware.failed``).
+        """
         result: Any = message
-        for middleware in self._incoming_middlewares:
-            result = middleware.process(result)
-            if isinstance(result, Response | Error):
-                if isinstance(message, IncomingRequestCall):
-                    self._publish_answer(message, result)
-                return None
-            if not (isinstance(result, Message) and isinstance(result, Incoming)):
-                raise exceptions.IncorrectMessage(message=describe(result))
-        return result  # type: ignore[no-any-return]
+        passed = 0
+        try:
+            for middleware in self._incoming_middlewares:
+                result = middleware.process(result)
+                if isinstance(result, Response | Error):
+                    break
+                if not (isinstance(result, Message) and isinstance(result, Incoming)):
+                    raise exceptions.IncorrectMessage(message=describe(result))
+                passed += 1
+            else:
+                return result  # type: ignore[no-any-return]
+        except Exception as exc:
+            self._after(message, exc, passed)
+            raise
+        self._stopped(passed, message, result)
+        if isinstance(message, IncomingRequestCall):
+            self._publish_answer(message, result)
+        return None
+
+    def _stopped(self, passed: int, message: Message, answer: Response | Error) -> None:
+        """Tell the first ``passed`` incoming middlewares that a later one stopped ``message``."""
+        for middleware in reversed(self._incoming_middlewares[:passed]):
+            try:
+                middleware.stopped(message, answer)
+            except Exception:
+                log.exception(
+                    "%s: middleware %r failed after a middleware stopped the message",
+                    self.service_name,
+                    middleware,
+                )
 
     def _fail(self, handler: str, message: Message, exc: Exception) -> None:
         """A step failed: answer the caller with an Error, or raise ``HandlerFailed``."""

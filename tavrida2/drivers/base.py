@@ -14,12 +14,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.messages import AMQPMessage
+
+log = logging.getLogger(__name__)
 
 
 class Disposition(enum.Enum):
@@ -44,6 +47,20 @@ ReplyCallback = Callable[[AMQPMessage], None]
 #: error)`` for one returned (unroutable) request, ``(None, error)`` for all of
 #: them when the channel that receives the answers is gone.
 ReplyFailureCallback = Callable[[str | None, Exception], None]
+
+
+#: Called after a driver restored a lost connection (set by a server with metrics).
+ReconnectCallback = Callable[[], None]
+
+
+def tell_reconnected(callback: ReconnectCallback | None) -> None:
+    """Call a driver's ``on_reconnect``; what it raises is logged, never the driver's problem."""
+    if callback is None:
+        return
+    try:
+        callback()
+    except Exception:
+        log.exception("on_reconnect callback %r failed", callback)
 
 
 class PendingPublish:
@@ -85,6 +102,8 @@ class SyncDriver(abc.ABC):
 
     is_async = False
     config: ConnectionConfig
+    #: Called (without arguments) each time the driver restored a lost connection.
+    on_reconnect: ReconnectCallback | None = None
 
     @abc.abstractmethod
     def connect(self) -> None: ...
@@ -191,6 +210,8 @@ class AsyncDriver(abc.ABC):
     """asyncio driver (one connection, reused for every message)."""
 
     is_async = True
+    #: Called (without arguments) each time the driver restored a lost connection.
+    on_reconnect: ReconnectCallback | None = None
 
     @abc.abstractmethod
     async def connect(self) -> None: ...
@@ -275,7 +296,9 @@ __all__ = [
     "DeliveryCallback",
     "Disposition",
     "PendingPublish",
+    "ReconnectCallback",
     "ReplyCallback",
     "ReplyFailureCallback",
     "SyncDriver",
+    "tell_reconnected",
 ]

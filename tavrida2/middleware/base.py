@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tavrida2.controller import AbstractMessageController
-from tavrida2.messages import Message
+from tavrida2.messages import Error, Message, Response
 
 
 class Middleware(AbstractMessageController):
@@ -35,7 +35,18 @@ class Middleware(AbstractMessageController):
         """An incoming middleware's hook: the handler of ``message`` finished (and answered)."""
 
     def failed(self, message: Message, error: BaseException) -> None:
-        """An incoming middleware's hook: ``message`` could not be handled (``error``)."""
+        """An incoming middleware's hook: ``message`` could not be handled (``error``).
+
+        Also called when an incoming middleware after this one raised.
+        """
+
+    def stopped(self, message: Message, answer: Response | Error) -> None:
+        """An incoming middleware's hook: one after this one stopped ``message`` with ``answer``.
+
+        The handler does not run (a request's caller gets ``answer``). Of the
+        three hooks, each middleware whose :meth:`process` let a message through
+        gets exactly one, in the reverse order of :meth:`process`.
+        """
 
 
 __all__ = ["Middleware"]

@@ -1,16 +1,21 @@
-"""Test helpers for tavrida2 users and for its own tests.
+"""Test helpers for tavrida2 users and for its own tests (no pytest needed to import them).
 
-``reset_global_state()`` empties what lives at process level: the Router
-singleton, the discovery bound to controller classes, the in-memory brokers,
-the config file ``configfile.get_config`` read.
-The pytest fixture :func:`tavrida2_isolation` calls it around each test.
+- :func:`reset_global_state` empties what lives at process level: the Router
+  singleton, the discovery bound to controller classes, the in-memory brokers,
+  the config file ``configfile.get_config`` read;
+- :class:`ControllerHarness` calls one handler directly with a recording proxy
+  (:mod:`tavrida2.testing.harness`, :mod:`tavrida2.testing.outbox`);
+- :class:`RunningServices` runs servers of a test on one broker
+  (:mod:`tavrida2.testing.services`);
+- :class:`VhostFactory` makes RabbitMQ vhosts of tests (:mod:`tavrida2.testing.vhosts`).
+
+The pytest plugin (:mod:`tavrida2.testing.plugin`, enabled by installing
+tavrida2) turns them into fixtures; it is loaded by pytest only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
+from typing import Any
 
 from tavrida2 import configfile
 from tavrida2.drivers.memory import MemoryBroker
@@ -26,12 +31,37 @@ def reset_global_state() -> None:
     configfile.forget_config()
 
 
-@pytest.fixture
-def tavrida2_isolation() -> Iterator[None]:
-    """Run a test with fresh global state, and leave none behind."""
-    reset_global_state()
-    yield
-    reset_global_state()
+# after reset_global_state: the plugin imports it from here
+from tavrida2.testing.harness import (  # noqa: E402
+    AnyServiceDiscovery,
+    ControllerHarness,
+    HandlerOutcome,
+)
+from tavrida2.testing.outbox import RecordingPostProcessor, Sent, SentMessages  # noqa: E402
+from tavrida2.testing.services import RunningServices  # noqa: E402
+from tavrida2.testing.vhosts import RabbitMQUnavailable, Vhost, VhostFactory  # noqa: E402
 
 
-__all__ = ["reset_global_state", "tavrida2_isolation"]
+def __getattr__(name: str) -> Any:
+    # ``from tavrida2.testing import tavrida2_isolation`` (a conftest of old): the fixture
+    # lives in the plugin, which imports pytest, so only when asked for.
+    if name == "tavrida2_isolation":
+        from tavrida2.testing.plugin import tavrida2_isolation
+
+        return tavrida2_isolation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AnyServiceDiscovery",
+    "ControllerHarness",
+    "HandlerOutcome",
+    "RabbitMQUnavailable",
+    "RecordingPostProcessor",
+    "RunningServices",
+    "Sent",
+    "SentMessages",
+    "Vhost",
+    "VhostFactory",
+    "reset_global_state",
+]

@@ -169,7 +169,7 @@ def from_row(row: Mapping[str, Any] | sa.RowMapping) -> TraceRecord:
     )
 
 
-def _check_sqlite_file(url: URL, shown: str) -> None:
+def check_sqlite_file(url: URL, shown: str) -> None:
     """Reading must not create an empty SQLite file where a typo points."""
     if url.get_backend_name() != "sqlite":
         return
@@ -192,7 +192,7 @@ def read_chain(
     """
     parsed = parse_url(url)
     shown = display_url(url)
-    _check_sqlite_file(parsed, shown)
+    check_sqlite_file(parsed, shown)
     engine = create_engine(parsed, connect_timeout, shown)
     trace = trace_table(table)
     try:
@@ -221,6 +221,7 @@ __all__ = [
     "RETRIABLE_ERRORS",
     "URL",
     "TraceDatabaseError",
+    "check_sqlite_file",
     "create_engine",
     "describe_error",
     "display_url",

@@ -52,6 +52,8 @@ class WorkerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     #: 0 to N-1 among the workers of one config (``TAVRIDA2_WORKER_SLOT``).
     slot: int = 0
+    #: ``(host, port)`` where the worker serves its metrics (in ``argv``); None: none.
+    metrics: tuple[str, int] | None = None
 
 
 @dataclass

@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 
 from tavrida2 import client, config, configfile, discovery, dispatcher, server, service
+from tests.brokers.tls_broker import TLSBroker
 from tests.integration.conftest import Names, Servers, pika_params
-from tests.integration.test_tls_rabbitmq import TLSBroker, named, tls_broker
+from tests.integration.test_tls_rabbitmq import named
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
-
-__all__ = ["tls_broker"]  # the fixture, used by name below
 
 
 @dispatcher.rpc_service("t2compat_echo")

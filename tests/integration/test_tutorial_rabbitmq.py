@@ -3,7 +3,8 @@
 Hello -> World call with a response handler and an error handler; pub/sub with
 two subscriber controllers in one server; a cast from ``client.RPCClient``;
 discovery from a ``.ds`` file; and a sync-engine service and an async-engine
-service calling each other.
+service calling each other. Each test runs in a RabbitMQ vhost of its own, with
+the servers of tavrida2's pytest plugin (``tavrida2_server`` on ``rabbitmq_vhost``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,15 @@ from typing import Any, ClassVar
 import pytest
 
 from tavrida2 import client, discovery, dispatcher, server, service
-from tests.integration.conftest import ENGINES, Names, Recorder, Servers, amqp_config
+from tavrida2.testing import RunningServices
+from tests.integration.conftest import ENGINES, Recorder
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]
+pytestmark = [
+    pytest.mark.rabbitmq,
+    pytest.mark.timeout(90),
+    # the plugin's broker: a vhost of the test's own (rabbitmq_vhost), deleted after it
+    pytest.mark.parametrize("tavrida2_broker_url", ["rabbitmq"], indirect=True),
+]
 
 
 class Recording(service.ServiceController):
@@ -114,14 +121,15 @@ def rec() -> Recorder:
 
 
 class Tutorial:
-    """Exchange names of one test, and the discovery the tutorial's services use."""
+    """Exchange names, the discovery the tutorial's services use, their servers and clients."""
 
-    def __init__(self, names: Names) -> None:
-        self.names = names
-        self.hello_ex = names.exchange("hello")
-        self.world_ex = names.exchange("world")
-        self.notif_ex = names.exchange("notif")
-        self.sub_ex = names.exchange("sub")
+    hello_ex = "hello_exchange"
+    world_ex = "world_exchange"
+    notif_ex = "hello_notifications"
+    sub_ex = "sub_exchange"
+
+    def __init__(self, running: RunningServices) -> None:
+        self.running = running
 
     def local_discovery(self) -> None:
         hello = discovery.LocalDiscovery()
@@ -136,16 +144,15 @@ class Tutorial:
             subscriber.register_remote_publisher("test_hello", self.notif_ex)
             cls.set_discovery(subscriber)
 
-    def server(self, engine: bool, exchange: str, *classes: type[service.ServiceController]):
-        label = classes[0].service_name
-        conf = amqp_config(engine, self.names.connection(label))
-        return server.Server(conf, self.names.queue(label), exchange, list(classes))
+    def server(
+        self, engine: bool, exchange: str, *classes: type[service.ServiceController]
+    ) -> server.Server:
+        return self.running(*classes, exchange=exchange, async_engine=engine)
 
     def client(self, service_name: str, exchange: str) -> client.RPCClient:
         disc = discovery.LocalDiscovery()
         disc.register_remote_service(service_name, exchange)
-        conf = amqp_config(False, self.names.connection("client"))
-        return client.RPCClient(conf, disc, source="client_app")
+        return self.running.make_client(source="client_app", discovery=disc)
 
 
 def _check_hello_world(rec: Recorder, param: Any, correlation_id: str) -> None:
@@ -167,14 +174,12 @@ def _check_hello_world(rec: Recorder, param: Any, correlation_id: str) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_hello_calls_world_response_and_error_handlers(
-    engine: bool, names: Names, servers: Servers, rec: Recorder
+    engine: bool, tavrida2_server: RunningServices, rec: Recorder
 ) -> None:
-    tut = Tutorial(names)
+    tut = Tutorial(tavrida2_server)
     tut.local_discovery()
-    servers.start(
-        tut.server(engine, tut.hello_ex, Hello),
-        tut.server(engine, tut.world_ex, World),
-    )
+    tut.server(engine, tut.hello_ex, Hello)
+    tut.server(engine, tut.world_ex, World)
     with tut.client("test_hello", tut.hello_ex) as cli:
         cli.test_hello.hello(param=123).cast(correlation_id="tutorial-correlation")
     _check_hello_world(rec, 123, "tutorial-correlation")
@@ -182,14 +187,12 @@ def test_hello_calls_world_response_and_error_handlers(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_subscribers_in_one_server_get_the_same_notification(
-    engine: bool, names: Names, servers: Servers, rec: Recorder
+    engine: bool, tavrida2_server: RunningServices, rec: Recorder
 ) -> None:
-    tut = Tutorial(names)
+    tut = Tutorial(tavrida2_server)
     tut.local_discovery()
-    servers.start(
-        tut.server(engine, tut.hello_ex, Hello),
-        tut.server(engine, tut.sub_ex, SubA, SubB),
-    )
+    tut.server(engine, tut.hello_ex, Hello)
+    tut.server(engine, tut.sub_ex, SubA, SubB)
     with tut.client("test_hello", tut.hello_ex) as cli:
         cli.test_hello.announce(param="news").cast(correlation_id="pubsub-correlation")
     assert rec.wait_for("sub_a") == ["news"]
@@ -202,11 +205,11 @@ def test_two_subscribers_in_one_server_get_the_same_notification(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_client_cast_reaches_the_service(
-    engine: bool, names: Names, servers: Servers, rec: Recorder
+    engine: bool, tavrida2_server: RunningServices, rec: Recorder
 ) -> None:
-    tut = Tutorial(names)
+    tut = Tutorial(tavrida2_server)
     tut.local_discovery()
-    servers.start(tut.server(engine, tut.world_ex, World))
+    tut.server(engine, tut.world_ex, World)
     with tut.client("test_world", tut.world_ex) as cli:
         for n in range(3):
             cli.test_world.count(n=n).cast()
@@ -221,9 +224,9 @@ def test_client_cast_reaches_the_service(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_discovery_from_a_ds_file(
-    engine: bool, names: Names, servers: Servers, rec: Recorder, tmp_path
+    engine: bool, tavrida2_server: RunningServices, rec: Recorder, tmp_path
 ) -> None:
-    tut = Tutorial(names)
+    tut = Tutorial(tavrida2_server)
     ds = tmp_path / "services.ds"
     ds.write_text(
         f"[test_hello]\nexchange={tut.hello_ex}\nnotifications={tut.notif_ex}\n\n"
@@ -236,46 +239,31 @@ def test_discovery_from_a_ds_file(
     SubA.set_discovery(
         discovery.FileBasedDiscoveryService(ds, "sub_a", subscriptions=["test_hello"])
     )
-    servers.start(
-        tut.server(engine, tut.hello_ex, Hello),
-        tut.server(engine, tut.world_ex, World),
-        tut.server(engine, tut.sub_ex, SubA),
-    )
-    conf = amqp_config(False, names.connection("client"))
+    tut.server(engine, tut.hello_ex, Hello)
+    tut.server(engine, tut.world_ex, World)
+    tut.server(engine, tut.sub_ex, SubA)
     client_disc = discovery.FileBasedDiscoveryService(ds, "sub_a")
-    with client.RPCClient(conf, client_disc, source="client_app") as cli:
+    with tavrida2_server.make_client(source="client_app", discovery=client_disc) as cli:
         cli.test_hello.hello(param=7).cast(correlation_id="ds-correlation")
     _check_hello_world(rec, 7, "ds-correlation")
     assert rec.wait_for("sub_a") == [7]
 
 
 def test_sync_and_async_services_call_each_other(
-    names: Names, servers: Servers, rec: Recorder
+    tavrida2_server: RunningServices, rec: Recorder
 ) -> None:
-    sync_ex, async_ex = names.exchange("mixed-sync"), names.exchange("mixed-async")
+    sync_ex, async_ex = "mixed_sync_exchange", "mixed_async_exchange"
     for cls in (MixedSync, MixedAsync):
         disc = discovery.LocalDiscovery()
         disc.register_remote_service("mixed_sync", sync_ex)
         disc.register_remote_service("mixed_async", async_ex)
         cls.set_discovery(disc)
-    servers.start(
-        server.Server(
-            amqp_config(False, names.connection("mixed-sync")),
-            names.queue("mixed-sync"),
-            sync_ex,
-            [MixedSync],
-        ),
-        server.Server(
-            amqp_config(True, names.connection("mixed-async")),
-            names.queue("mixed-async"),
-            async_ex,
-            [MixedAsync],
-        ),
-    )
+    tavrida2_server(MixedSync, exchange=sync_ex, async_engine=False)
+    tavrida2_server(MixedAsync, exchange=async_ex, async_engine=True)
     disc = discovery.LocalDiscovery()
     disc.register_remote_service("mixed_sync", sync_ex)
     disc.register_remote_service("mixed_async", async_ex)
-    with client.RPCClient(amqp_config(False, names.connection("client")), disc, "cli") as cli:
+    with tavrida2_server.make_client(source="cli", discovery=disc) as cli:
         cli.mixed_sync.start(n=1).cast()
         cli.mixed_async.start(n=2).cast()
     assert rec.wait_for("sync_got") == [(1, "async")]

@@ -15,18 +15,18 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tavrida2.testing import Vhost
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = ROOT / "samples"
-#: Folders of samples/ that other tests run.
-TESTED_ELSEWHERE = ("deploy", "agents", "from-1.0")
-BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
+#: Folders of samples/ that other tests run (testing/: test_testing_plugin.py;
+#: from-1.0/: tests/integration/test_from_10_sample_rabbitmq.py).
+TESTED_ELSEWHERE = ("deploy", "agents", "testing", "from-1.0")
 
 
 @dataclass(frozen=True)
@@ -267,27 +267,9 @@ def test_sample_help_names_the_url_option(name: str) -> None:
 # -- the same samples on RabbitMQ ----------------------------------------------------
 
 
-def rabbitmqctl(*args: str) -> None:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}"
-
-
-@pytest.fixture(scope="module")
-def samples_vhost() -> Iterator[str]:
-    """A virtual host for the samples' durable queues and exchanges, deleted afterwards."""
-    vhost = f"t2samples-{uuid.uuid4().hex[:12]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield vhost
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
-
-
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", sorted(n for n, s in SAMPLES.items() if s.takes_url))
-def test_sample_runs_on_rabbitmq(name: str, samples_vhost: str) -> None:
-    check_output(name, run_sample(name, "--url", BROKER_URL.format(vhost=samples_vhost)))
+def test_sample_runs_on_rabbitmq(name: str, rabbitmq_vhost: Vhost) -> None:
+    # rabbitmq_vhost: tavrida2's pytest plugin, a vhost of the test's own, deleted afterwards
+    check_output(name, run_sample(name, "--url", rabbitmq_vhost.url))

@@ -1,20 +1,22 @@
 """The Tutorial chapter of the Tavrida 1.0 docs, run on the memory broker with both engines.
 
 Each scenario is the docs' code (Python 3, ``tavrida2`` for ``tavrida``); the
-handlers record what they received and the tests check it value by value.
+handlers record what they received and the tests check it value by value. The
+servers are those of the ``tavrida2_server`` fixture (tavrida2's pytest plugin);
+the last tests call Hello's handlers one at a time with ``ControllerHarness``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tavrida2 import client, config, discovery, dispatcher, messages, server, service
-from tavrida2.drivers.memory import AsyncMemoryDriver, MemoryBroker, MemoryDriver
+from tavrida2 import client, discovery, dispatcher, messages, service
+from tavrida2.drivers.memory import AsyncMemoryDriver, MemoryDriver
+from tavrida2.testing import ControllerHarness, RunningServices
 
 TAVRIDA_HEADERS = {
     "correlation_id",
@@ -64,46 +66,35 @@ def only(log: list[Seen], handler: str) -> Seen:
 
 
 class Bus:
-    """Servers on one memory broker.
+    """Servers of the plugin's ``tavrida2_server`` (a memory broker of the test's own).
 
-    ``sync``: sync engine, driven by ``run_until_idle`` in the test's thread;
-    ``async``: every server on the async engine, in threads; ``docs``: as in
-    the docs' code, Hello (``test_hello``) on the async engine, the others on
-    the sync engine, each in a thread.
+    ``sync``: sync engine without threads, driven by ``run_until_idle`` in the
+    test's thread; ``async``: every server on the async engine, in threads;
+    ``docs``: as in the docs' code, Hello (``test_hello``) on the async engine,
+    the others on the sync engine, each in a thread.
     """
 
-    def __init__(self, name: str, engine: str) -> None:
-        self.name = name
+    def __init__(self, running: RunningServices, engine: str) -> None:
+        self.running = running
         self.engine = engine
-        self.servers: list[server.Server] = []
-        self.on_async_engine: list[bool] = []
-        self.threads: list[Any] = []
-
-    def config(self, async_engine: bool = False) -> config.ConnectionConfig:
-        return config.ConnectionConfig.from_url(f"memory://{self.name}", async_engine=async_engine)
 
     def serve(self, queue: str, exchange: str, services: list[type[Any]]) -> None:
         is_hello = services[0].service_name == "test_hello"
         async_engine = self.engine == "async" or (self.engine == "docs" and is_hello)
-        conf = self.config(async_engine)
-        srv = server.Server(conf, queue_name=queue, exchange_name=exchange, service_list=services)
-        self.servers.append(srv)
-        self.on_async_engine.append(async_engine)
-
-    def start(self) -> None:
-        if self.engine == "sync":
-            for srv in self.servers:
-                srv.start()
-        else:
-            self.threads = server.run_servers(self.servers)
-        for srv, is_async in zip(self.servers, self.on_async_engine, strict=True):
-            assert type(srv.driver) is (AsyncMemoryDriver if is_async else MemoryDriver)
+        srv = self.running(
+            *services,
+            queue=queue,
+            exchange=exchange,
+            async_engine=async_engine,
+            in_thread=self.engine != "sync",
+        )
+        assert type(srv.driver) is (AsyncMemoryDriver if async_engine else MemoryDriver)
 
     def client(self, disc: discovery.AbstractDiscovery, **kwargs: Any) -> client.RPCClient:
-        return client.RPCClient(config=self.config(), discovery=disc, **kwargs)
+        return self.running.make_client(discovery=disc, **kwargs)
 
     def drain(self) -> None:
-        broker = MemoryBroker.get(self.name)
+        broker = self.running.broker
         if self.engine == "sync":
             assert broker.run_until_idle() > 0
             assert broker.is_idle()
@@ -112,21 +103,10 @@ class Bus:
         assert broker.unroutable == []
         assert broker.discarded == []
 
-    def stop(self) -> None:
-        for srv in self.servers:
-            srv.stop()
-            if self.engine == "sync" and srv.driver is not None:
-                srv.driver.close()
-        for thread in self.threads:
-            thread.join(timeout=5)
-            assert not thread.is_alive()
-
 
 @pytest.fixture(params=["sync", "async", "docs"])
-def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
-    running = Bus("tutorial", request.param)
-    yield running
-    running.stop()
+def bus(request: pytest.FixtureRequest, tavrida2_server: RunningServices) -> Bus:
+    return Bus(tavrida2_server, request.param)
 
 
 def client_discovery() -> discovery.LocalDiscovery:
@@ -157,7 +137,6 @@ def test_request_handling_hello_gets_the_clients_cast(bus: Bus) -> None:
             record(seen, "hello", request, param=param)
 
     bus.serve("test_service", "test_exchange", [HelloController])
-    bus.start()
     with bus.client(client_discovery(), service="test_hello", source="client_app") as cli:
         cli.hello(param=123).cast()
     bus.drain()
@@ -221,7 +200,6 @@ def run_hello_world(bus: Bus, world_fails: bool) -> list[Seen]:
     hello_cls, world_cls = hello_world_services(seen, world_fails)
     bus.serve("test_service", "test_exchange", [hello_cls])
     bus.serve("test_world_service", "test_world_exchange", [world_cls])
-    bus.start()
     with bus.client(client_discovery(), service="test_hello", source="client_app") as cli:
         cli.hello(param=123).cast()
     bus.drain()
@@ -305,7 +283,6 @@ def test_each_request_response_pair_has_its_own_request_id(bus: Bus) -> None:
     hello_cls, world_cls = hello_world_services(seen, world_fails=False)
     bus.serve("test_service", "test_exchange", [hello_cls])
     bus.serve("test_world_service", "test_world_exchange", [world_cls])
-    bus.start()
     with bus.client(client_discovery(), service="test_hello", source="client_app") as cli:
         cli.hello(param=1).cast(correlation_id="first")
         cli.hello(param=2).cast(correlation_id="second")
@@ -372,7 +349,6 @@ def test_world_subscribes_to_hellos_notifications(bus: Bus) -> None:
 
     bus.serve("test_service", "test_exchange", [publisher_service(seen)])
     bus.serve("test_world_service", "test_world_exchange", [WorldController])
-    bus.start()
     with bus.client(client_discovery(), service="test_hello", source="client_app") as cli:
         cli.hello(param=123).cast()
     bus.drain()
@@ -404,7 +380,6 @@ def test_two_subscriber_controllers_in_one_server_get_the_same_notification(bus:
 
     bus.serve("test_service", "test_exchange", [publisher_service(seen)])
     bus.serve("test_world_service", "test_world_exchange", [WorldController, AuditController])
-    bus.start()
     with bus.client(client_discovery(), service="test_hello", source="client_app") as cli:
         cli.hello(param=123).cast()
     bus.drain()
@@ -419,3 +394,68 @@ def test_two_subscriber_controllers_in_one_server_get_the_same_notification(bus:
     assert audit.headers == world.headers  # one notification: same message_id
     assert audit.context == {**world.context, "audited": True}
     assert "audited" not in world.message.context
+
+
+# -- One handler at a time, without a broker: ControllerHarness --------------------------
+
+
+def test_hello_alone_calls_world_on_behalf_of_the_clients_cast() -> None:
+    seen: list[Seen] = []
+    hello_cls, _ = hello_world_services(seen, world_fails=False)
+    outcome = ControllerHarness(hello_cls).cast(
+        "test_hello.hello", {"param": 123}, source="client_app"
+    )
+
+    hello = only(seen, "hello")
+    assert type(hello.message) is messages.IncomingRequestCast
+    assert hello.kwargs == {"param": 123}
+    assert outcome.answer is None  # nobody waits for a cast
+    world = outcome.sent.assert_called("test_world.world", param=12345)
+    assert (world.exchange, world.routing_key) == ("test_world_exchange", "test_world.world")
+    assert world.source == "test_hello.hello"
+    assert world.headers["reply_to"] == "test_hello.hello"
+    assert world.headers["correlation_id"] == hello.headers["correlation_id"]
+    assert world.context == {"param": 123}
+    assert len(outcome.sent) == 1
+
+
+def test_hello_alone_handles_worlds_response_and_error() -> None:
+    seen: list[Seen] = []
+    hello_cls, _ = hello_world_services(seen, world_fails=False)
+    harness = ControllerHarness(hello_cls)
+    harness.response(
+        "test_world.world", {"param": "world response"}, destination="test_hello.hello"
+    )
+    harness.error("test_world.world", PlanetError("no such planet"), destination="test_hello.hello")
+
+    resp, error = only(seen, "world_resp"), only(seen, "world_error")
+    assert type(resp.message) is messages.IncomingResponse
+    assert resp.kwargs == {"param": "world response"}
+    assert resp.headers["source"] == "test_world.world"
+    assert type(error.message) is messages.IncomingError
+    assert error.payload == {
+        "class": f"{__name__}.PlanetError",
+        "message": "no such planet",
+        "code": 1000,
+    }
+    harness.sent.assert_nothing_sent()
+
+
+@pytest.mark.parametrize("world_fails", [False, True])
+def test_world_alone_answers_or_fails(world_fails: bool) -> None:
+    seen: list[Seen] = []
+    _, world_cls = hello_world_services(seen, world_fails=world_fails)
+    outcome = ControllerHarness(world_cls).call(
+        "test_world.world", {"param": 12345}, source="test_hello.hello"
+    )
+
+    assert only(seen, "world").kwargs == {"param": 12345}
+    assert outcome.answer is not None
+    if world_fails:
+        assert isinstance(outcome.error, PlanetError)
+        assert outcome.answer.headers["message_type"] == "error"
+    else:
+        assert outcome.payload == {"param": "world response"}
+        assert outcome.answer.headers["message_type"] == "response"
+    assert outcome.answer.headers["destination"] == "test_hello.hello"
+    assert outcome.sent.answers == [outcome.answer]

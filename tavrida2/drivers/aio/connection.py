@@ -21,7 +21,7 @@ from aio_pika import Connection
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
 from tavrida2.drivers.aio.compat import discard, gate
-from tavrida2.drivers.base import AsyncDriver
+from tavrida2.drivers.base import AsyncDriver, tell_reconnected
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.failover import Failover
 from tavrida2.drivers.shared import Declarations, connection_failed, retry_policy
@@ -155,6 +155,7 @@ class AioConnection(AsyncDriver):
                 "reconnected to %s",
                 self.config.address_url(current) if current is not None else self._target,
             )
+            tell_reconnected(self.on_reconnect)
         except exceptions.ConnectionFailed as exc:
             log.error("giving up reconnecting: %s", exc)
             self._failure = exc

@@ -24,7 +24,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.base import SyncDriver
+from tavrida2.drivers.base import SyncDriver, tell_reconnected
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.failover import Failover
 from tavrida2.drivers.pika_sync.followers import Follower, Followers
@@ -217,6 +217,7 @@ class PikaConnection(SyncDriver):
                 return
             raise
         log.warning("reconnected to %s", self._connected_to())
+        tell_reconnected(self.on_reconnect)
 
     def _connected_to(self) -> str:
         """The broker address of the connection (all of them before it is open)."""
@@ -226,6 +227,7 @@ class PikaConnection(SyncDriver):
     def _reconnect_within(self, seconds: float, reason: object) -> None:
         log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
         self._retrying(tenacity.stop_after_delay(seconds), self._open)
+        tell_reconnected(self.on_reconnect)
 
     def _is_open(self) -> bool:
         connection = self._connection
