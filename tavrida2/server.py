@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from tavrida2.otel.settings import Telemetry
 
 log = logging.getLogger(__name__)
+#: Seconds a stopping async server gives its last announcement (the sync engine makes
+#: one attempt: its driver gives up reconnecting once stop() was called).
+FAREWELL_TIMEOUT = 2.0
 CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
 DriverT = TypeVar("DriverT", SyncDriver, AsyncDriver)
 
@@ -563,8 +566,10 @@ class Server:
             await lifecycle.call_hooks_async("pre_stop")
             farewell = lifecycle.farewell()
             if farewell is not None:
-                with contextlib.suppress(exceptions.TavridaError):
-                    await farewell
+                # a courtesy to the peers (they also notice the silence): not worth
+                # publish_timeout of a stop when the broker is away
+                with contextlib.suppress(exceptions.TavridaError, TimeoutError):
+                    await asyncio.wait_for(farewell, FAREWELL_TIMEOUT)
         finally:
             if scheduler is not None:
                 await scheduler.stop_async(0)

@@ -245,7 +245,9 @@ def test_the_bench_server_with_worker_processes(tmp_path: Path, names: Names, en
         ]
         assert [r["workload"] for r in results] == ["w1", "w2", "w3"]
         assert all("error" not in r for r in results), results
-        assert all(r["cpu_s"]["server"] > 0 for r in results), results  # the workers' CPU
+        # the workers' CPU is read (clock ticks of 10 ms: a short workload may show 0.0)
+        assert all(r["cpu_s"]["server"] is not None for r in results), results
+        assert sum(r["cpu_s"]["server"] for r in results) > 0, results
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0, server_log.read_text()

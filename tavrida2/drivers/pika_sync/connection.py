@@ -225,8 +225,20 @@ class PikaConnection(SyncDriver):
         return self.config.address_url(current) if current is not None else self._target
 
     def _reconnect_within(self, seconds: float, reason: object) -> None:
+        """Reconnect for a publish or a wait, for up to ``seconds``.
+
+        After :meth:`stop` one attempt is made and no more: the thread holds
+        the lock, and the stopping server (or its announcer) must not wait
+        ``seconds`` for a broker that is away.
+        """
         log.warning("connection to %s lost (%s); reconnecting", self._target, reason)
-        self._retrying(tenacity.stop_after_delay(seconds), self._open)
+        stopping = self._stopping
+        limit = tenacity.stop_after_delay(seconds)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            return stopping.is_set() or bool(limit(state))
+
+        self._retrying(stop, self._open, sleep=stopping.wait)
         tell_reconnected(self.on_reconnect)
 
     def _is_open(self) -> bool:
