@@ -23,8 +23,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-# migrating-notes-a.md: notes folded into migrating.md, not a page of its own
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "migrating-notes-a.md"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 # Markdown pages (MyST): ``#anchor`` links to headings down to level 3, ::: fences.
 myst_heading_anchors = 3

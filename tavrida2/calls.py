@@ -33,6 +33,7 @@ from tavrida2.messages import (
     IncomingResponse,
     Request,
 )
+from tavrida2.steps import LogIncomingAMQPMessageMiddleware, amqp_logging_enabled
 
 if TYPE_CHECKING:
     from tavrida2.postprocessor import Tracer
@@ -66,11 +67,18 @@ def mark_waiting(request: Request, timeout: float) -> None:
     request.headers[DEADLINE_HEADER] = int(time.time() * 1000) + milliseconds
 
 
-def decode_answer(answer: AMQPMessage, tracer: Tracer | None = None) -> IncomingResponse:
+def decode_answer(
+    answer: AMQPMessage,
+    tracer: Tracer | None = None,
+    log_step: LogIncomingAMQPMessageMiddleware | None = None,
+) -> IncomingResponse:
     """The Response in ``answer``; raise ``RemoteError`` for an Error answer.
 
-    ``tracer`` is told of the answer (:mod:`tavrida2.tracing`).
+    ``tracer`` is told of the answer (:mod:`tavrida2.tracing`); ``log_step``
+    logs it as every message received is (:mod:`tavrida2.steps`).
     """
+    if log_step is not None:
+        log_step.process(answer)
     headers = answer.headers
     data = answer.body_deserialize()
     kind = headers.get("message_type")
@@ -131,6 +139,7 @@ class SyncCalls:
         self._sweep_at = _SWEEP_AT
         #: Told of each answer (set by the server or client that owns it).
         self.tracer: Tracer | None = None
+        self._log_step = LogIncomingAMQPMessageMiddleware() if amqp_logging_enabled() else None
 
     def start(
         self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float
@@ -170,7 +179,7 @@ class SyncCalls:
                 entry_point=pending.destination, timeout=pending.timeout
             )
             raise pending.error
-        return decode_answer(pending.answer, self.tracer)
+        return decode_answer(pending.answer, self.tracer, self._log_step)
 
     def _sweep(self) -> None:
         """End and forget the calls past their deadline that nobody waits for."""
@@ -222,6 +231,7 @@ class AsyncCalls:
         self._consuming: asyncio.Future[None] | None = None
         #: Told of each answer (set by the server or client that owns it).
         self.tracer: Tracer | None = None
+        self._log_step = LogIncomingAMQPMessageMiddleware() if amqp_logging_enabled() else None
 
     async def _start_consuming(self) -> None:
         if self._consuming is None:
@@ -253,7 +263,7 @@ class AsyncCalls:
         finally:
             timer.cancel()
             self._pending.pop(correlation_id, None)
-        return decode_answer(answer, self.tracer)
+        return decode_answer(answer, self.tracer, self._log_step)
 
     def request(
         self, exchange: str, routing_key: str, message: AMQPMessage, timeout: float

@@ -13,7 +13,12 @@ A message that can never be handled (not JSON, missing headers, unknown service
 or method, a payload that fails its schema) is published to ``Q.dlx`` at once;
 a cast or notification whose handler raised is retried up to ``max_attempts``
 times, ``retry_delay`` seconds after the first failure and twice as long after
-each next one (at most ``retry_delay_max``), then dead-lettered. The attempt
+each next one (at most ``retry_delay_max``), then dead-lettered. A handler that
+raises one of Tavrida 1.0's *nackable* errors (``exceptions.NackableException``,
+``BaseNackableException`` and their subclasses), which asked 1.0 to requeue the
+message, gets it requeued as 1.0 did: at once, straight back to ``Q`` through
+the default exchange, but counted like any retry and dead-lettered after
+``max_attempts`` (1.0 requeued it for ever). The attempt
 is counted in the ``x-tavrida2-attempt`` header; a dead letter carries
 ``x-tavrida2-reason``, ``-error-class``, ``-error-code``, ``-queue``, the
 ``-exchange`` and ``-routing-key`` it was first published to, and
@@ -190,8 +195,11 @@ class DeadLetters:
         """``(exchange, routing_key, copy, retried)`` for a cast whose handler failed.
 
         A failure that can never succeed (a caller's mistake: bad parameters,
-        a payload that fails its schema) is dead-lettered at once. None: on a
-        quorum queue, give the delivery back to the queue for its next attempt.
+        a payload that fails its schema) is dead-lettered at once; a nackable
+        one (Tavrida 1.0's request to requeue) is retried without delay, with
+        the copy published straight to the queue (its ``expiration`` None).
+        None: on a quorum queue, give the delivery back to the queue for its
+        next attempt.
         """
         cause = error.__cause__ if isinstance(error, exceptions.HandlerFailed) else error
         attempt = attempt_in(message.headers)
@@ -211,6 +219,8 @@ class DeadLetters:
             return None
         headers = self._origin_headers(message)
         headers[ATTEMPT_HEADER] = attempt + 1
+        if isinstance(cause, exceptions.NackableException):
+            return "", self.queue_name, AMQPMessage(message.body, headers), True
         retry = AMQPMessage(message.body, headers, expiration=str(self.policy.delay_ms(attempt)))
         return "", self.policy.retry_queue, retry, True
 

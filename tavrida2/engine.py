@@ -194,10 +194,12 @@ def _after_failure(
         return Disposition.REQUEUE
     exchange, routing_key, copy, retried = outcome
     if retried:
-        fate = (
-            f"retried in {int(copy.expiration or 0) / 1000:g} s (attempt "
-            f"{attempt_in(copy.headers)} of {dead_letters.last_attempt})"
+        when = (
+            f"retried in {int(copy.expiration) / 1000:g} s"
+            if copy.expiration is not None
+            else "requeued at once (a nackable error)"
         )
+        fate = f"{when} (attempt {attempt_in(copy.headers)} of {dead_letters.last_attempt})"
     else:
         fate = f"message rejected: dead-lettered to {dead_letters.policy.queue}"
     _log_failure(failure, fate)

@@ -1,6 +1,10 @@
 """Errors of tavrida2, each with the numeric code that travels in Error messages.
 
-The codes of Tavrida 1.0 are kept, so both can read each other's errors::
+The codes of Tavrida 1.0 are kept for 1.0's errors, including the codes 1.0
+gave two classes (1022, 1030, 1031); tavrida2's own errors have codes 1040 and
+up, none of them a code of a 1.0 error. In Error payloads the ``class`` of a
+1.0 error reads ``tavrida.exceptions.X``, as 1.0 sent it
+(:mod:`tavrida2.errornames`)::
 
     Exception
     └── TavridaError (1000)                       alias: BaseException
@@ -22,7 +26,8 @@ The codes of Tavrida 1.0 are kept, so both can read each other's errors::
         │   IncorrectOutgoingMessage (1031)       a handler/middleware returned a wrong type
         ├── ConfigError (1060)                    bad configuration or .ds file
         ├── HookFailed (1061)                     a pre_start/post_start hook raised
-        └── DriverError (1050)                    transport problems
+        ├── ConfigFileIsNotDefined (1050)         CLIServer without a config file
+        └── DriverError (1059)                    transport problems
             ├── ConnectionFailed (1051), ConnectionClosed (1052), PublishTimeout (1055)
             ├── ExchangeNotFound (1053), QueueNotFound (1056)
             ├── QueueUnavailable (1062)           a classic queue whose node is down
@@ -218,7 +223,7 @@ class IncorrectMessage(TavridaError):
 
 class ConfigFileIsNotDefined(TavridaError):
     _msg_template = "Config file is not defined"
-    _service_error_code = 1032
+    _service_error_code = 1050  # Tavrida 1.0's code
 
 
 class MalformedBody(BaseAckableException):
@@ -276,8 +281,9 @@ class HookFailed(TavridaError):
 
 
 class DriverError(TavridaError):
+    # not 1050: that is Tavrida 1.0's ConfigFileIsNotDefined
     _msg_template = "AMQP driver error: %(reason)s"
-    _service_error_code = 1050
+    _service_error_code = 1059
 
 
 class ConnectionFailed(DriverError):

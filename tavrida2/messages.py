@@ -22,7 +22,7 @@ import uuid
 from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
-from tavrida2 import entry_point, exceptions
+from tavrida2 import entry_point, errornames, exceptions
 from tavrida2.entry_point import Destination, EntryPoint, Source
 from tavrida2.masking import mask_url_passwords
 
@@ -447,7 +447,21 @@ class BaseError(_Answer):
 
 
 class IncomingError(BaseError, Incoming):
-    """An error received from a remote handler."""
+    """An error received from a remote handler.
+
+    Its payload's ``class`` names tavrida2's errors as tavrida2 does: a
+    ``tavrida.exceptions.X`` sent by Tavrida 1.0 (or by a tavrida2 server,
+    which sends 1.0's names) reads ``tavrida2.exceptions.X``
+    (:mod:`tavrida2.errornames`).
+    """
+
+    def __init__(
+        self, headers: dict[str, Any], context: dict[str, Any] | None, payload: dict[str, Any]
+    ) -> None:
+        remote_class = payload.get("class") if isinstance(payload, dict) else None
+        if isinstance(remote_class, str):
+            payload["class"] = errornames.from_wire(remote_class)
+        super().__init__(headers, context, payload)
 
     def to_exception(self) -> exceptions.RemoteError:
         payload = self.payload
@@ -459,14 +473,19 @@ class IncomingError(BaseError, Incoming):
 
 
 class Error(BaseError, Outgoing):
-    """An error to send, made from an exception."""
+    """An error to send, made from an exception.
+
+    Its payload's ``class`` is the exception's ``module.ClassName``, with
+    Tavrida 1.0's name for the errors 1.0 had (``tavrida.exceptions.X``, see
+    :mod:`tavrida2.errornames`), so 1.0 callers read what they always read.
+    """
 
     def __init__(
         self, headers: dict[str, Any], context: dict[str, Any] | None, exception: BaseException
     ) -> None:
         self.exception = exception
         payload = {
-            "class": fqcn(exception),
+            "class": errornames.to_wire(fqcn(exception)),
             "message": mask_url_passwords(str(exception)),
             "code": exceptions.error_code(exception) if isinstance(exception, Exception) else 1000,
         }

@@ -10,7 +10,7 @@ For callers that prefer checking a value to catching exceptions (rabibridge's
   local error's code: 1058 no answer in time (``CallTimeout``), 1052 / 1051
   the connection was lost / could not be opened (``ConnectionClosed`` /
   ``ConnectionFailed``), 1042 nobody takes the request
-  (``UnroutableMessage``), another broker error's code (1050-1062).
+  (``UnroutableMessage``), another broker error's code (1051-1062).
 
 ``ok`` says whether an answer came back; ``code == 0`` whether it is a
 result. A failure's ``result`` has the shape of an Error's payload whichever

@@ -18,6 +18,7 @@ from tavrida2.messages import (
     Request,
     broadcast_exchange,
 )
+from tavrida2.steps import LogOutgoingAMQPMessageMiddleware, amqp_logging_enabled
 
 
 class Publisher(Protocol):
@@ -92,6 +93,9 @@ class PostProcessor(AbstractController):
         self.tracer: Tracer | None = None
         # an async engine's outbox publishes in the caller's task with ``send``
         self._send = getattr(driver, "send", None)
+        #: The last step, as in Tavrida 1.0: each message sent, logged at DEBUG on
+        #: ``tavrida.steps`` (only where that logger was enabled when this was made).
+        self._log_step = LogOutgoingAMQPMessageMiddleware() if amqp_logging_enabled() else None
 
     @property
     def driver(self) -> Publisher:
@@ -108,6 +112,8 @@ class PostProcessor(AbstractController):
         """Where ``message_obj`` goes and its wire form (the tracer is told here)."""
         exchange, routing_key, mandatory = resolve(message_obj, self._discovery)
         amqp_message = AMQPMessage.create_from_message(message_obj)
+        if self._log_step is not None:
+            self._log_step.process(amqp_message)
         if self.tracer is not None:
             self.tracer.sent(message_obj, exchange, routing_key)
         return exchange, routing_key, mandatory, amqp_message

@@ -23,6 +23,7 @@ from tavrida2.steps import (
     CreateMessageMiddleware,
     LogIncomingAMQPMessageMiddleware,
     ValidateMessageMiddleware,
+    amqp_logging_enabled,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class PreProcessor(AbstractController):
             ValidateMessageMiddleware(),
             CreateMessageMiddleware(),
         ]
-        if logging.getLogger("tavrida2.messages").isEnabledFor(logging.DEBUG):
+        if amqp_logging_enabled():
             self._steps.insert(0, LogIncomingAMQPMessageMiddleware())
 
     def prepare(self, amqp_message: AMQPMessage) -> list[Job]:

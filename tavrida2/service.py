@@ -48,8 +48,11 @@ class ServiceController(AbstractController):
     handlers with ``rpc_method``, ``rpc_response_method``, ``rpc_error_method``
     or ``subscription_method``. A handler receives ``(message, proxy, **payload)``
     and may return a dict (sent as the Response), a ``Response``, an ``Error`` or
-    ``None`` (an empty Response when the sender waits for an answer); an
-    exception becomes an ``Error`` for the caller.
+    ``None``; an exception becomes an ``Error`` for the caller. ``None`` or ``{}``
+    answers a caller that waits (direct reply-to: ``RPCClient.call()``,
+    ``call(wait=True)``) with an empty Response, and sends nothing for a
+    Tavrida 1.0-style call whose answer would go to the calling service's
+    response handler, as Tavrida 1.0 did.
 
     Set ``strict_parameters = True`` on a controller to reject payload keys that
     its handlers do not take, instead of dropping them.
@@ -193,10 +196,11 @@ class ServiceController(AbstractController):
         try:
             if isinstance(message, IncomingRequestCall):
                 answer = self._answer(message, result)
-                try:
-                    await self.postprocessor.send(answer)
-                except exceptions.TavridaError as exc:
-                    self._log_unsent(message, exc)
+                if answer is not None:
+                    try:
+                        await self.postprocessor.send(answer)
+                    except exceptions.TavridaError as exc:
+                        self._log_unsent(message, exc)
             else:
                 self._check_cast_result(result)
         except BaseException as exc:  # the answer could not be made, or cancelled
@@ -388,7 +392,9 @@ class ServiceController(AbstractController):
     def _finish(self, message: Message, result: Any) -> None:
         """Turn a handler's result into the answer of a call and send it."""
         if isinstance(message, IncomingRequestCall):
-            self._publish_answer(message, self._answer(message, result))
+            answer = self._answer(message, result)
+            if answer is not None:
+                self._publish_answer(message, answer)
         else:
             self._check_cast_result(result)
 
@@ -398,9 +404,19 @@ class ServiceController(AbstractController):
                 "%s: %s", self.service_name, exceptions.WrongResponse(response=describe(result))
             )
 
-    def _answer(self, message: IncomingRequestCall, result: Any) -> Response | Error:
-        """The answer to ``message`` for ``result``, through the outgoing middlewares."""
-        if result is None:
+    def _answer(self, message: IncomingRequestCall, result: Any) -> Response | Error | None:
+        """The answer to ``message`` for ``result``, through the outgoing middlewares.
+
+        None: nothing to send. A handler that returns ``None`` or ``{}`` to a
+        Tavrida 1.0-style call (no direct reply-to: the answer would go to the
+        calling service's response handler) sends nothing, as in 1.0, where such
+        a call is a continuation that expects no answer; a caller that waits
+        for the answer (direct reply-to) gets an empty Response instead of
+        waiting for its timeout.
+        """
+        if result is None or (isinstance(result, dict) and not result):
+            if not message.amqp_reply_to:
+                return None
             answer: Response | Error = Response.create_by_request(message, {})
         elif isinstance(result, dict):
             answer = Response.create_by_request(message, result)

@@ -3,6 +3,14 @@
 :class:`LoggingMiddleware` holds the one masking implementation of tavrida2:
 the engine's error logs, the AMQP logging steps here and the message logging
 middlewares of :mod:`tavrida2.middleware.log_messages` all use it.
+
+The AMQP logging steps log every message a process receives (the
+preprocessor's first step) and sends (the postprocessor's last) as Tavrida
+1.0 did: at DEBUG, on the ``tavrida.steps`` logger (:data:`AMQP_LOGGER`), as
+``Incoming AMQP message with headers '...' and body '...'``, a sensitive
+header's value shown as ``<authorization>``. They are in the pipeline only
+where that logger is enabled for DEBUG when the server or client is made, so
+they cost nothing otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from tavrida2.controller import AbstractController
 from tavrida2.masking import mask_url_passwords
@@ -19,6 +27,8 @@ from tavrida2.messages import AMQPMessage, IncomingMessageFactory, Message
 _factory = IncomingMessageFactory()
 
 _MASK = "***"
+#: The logger of the AMQP logging steps: Tavrida 1.0's, so 1.0 logging configs still apply.
+AMQP_LOGGER = "tavrida.steps"
 
 
 class ValidateMessageMiddleware(AbstractController):
@@ -78,7 +88,7 @@ class LoggingMiddleware(AbstractController):
             return mask_url_passwords(value)
         if isinstance(value, dict):
             return {
-                k: self.MASK
+                k: self.placeholder(k)
                 if isinstance(k, str) and k.lower() in self.sensitive
                 else self.mask_value(v)
                 for k, v in value.items()
@@ -88,6 +98,10 @@ class LoggingMiddleware(AbstractController):
         if isinstance(value, bytes | bytearray):
             return self.mask_body(value)
         return value
+
+    def placeholder(self, name: str) -> str:
+        """What the value of the sensitive header or key ``name`` is shown as (``MASK``)."""
+        return self.MASK
 
     def mask_body(self, body: bytes | bytearray | str) -> Any:
         """A raw body, masked: its JSON parsed and masked, or its text with URLs masked."""
@@ -117,37 +131,76 @@ def describe(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class LogIncomingAMQPMessageMiddleware(LoggingMiddleware):
-    """Logs headers and body of incoming AMQP messages at DEBUG; returns the message."""
+class LogAMQPMessageMiddleware(LoggingMiddleware):
+    """Logs the headers and body of an AMQP message at DEBUG, as Tavrida 1.0 did.
+
+    ``direction`` Incoming or Outgoing AMQP message with headers '...' and body
+    '...', on the ``tavrida.steps`` logger unless ``logger`` says otherwise.
+    The value of a sensitive header (or payload key) reads ``<name>``, with
+    the name in lower case (``<authorization>``); passwords in URLs read
+    ``***``. Returns the message unchanged.
+    """
+
+    direction: ClassVar[str] = "AMQP"
+
+    def __init__(
+        self,
+        sensitive_headers: Iterable[str] = (),
+        logger: logging.Logger | str | None = None,
+    ) -> None:
+        super().__init__(sensitive_headers, logger or AMQP_LOGGER)
+
+    def placeholder(self, name: str) -> str:
+        return f"<{name.lower()}>"
 
     def process(self, message: AMQPMessage) -> AMQPMessage:
         if self.log.isEnabledFor(logging.DEBUG):
+            body = self.mask_body(message.body)
             self.log.debug(
-                "in  headers=%s body=%r", self.mask(message.headers), self.mask_body(message.body)
+                "%s AMQP message with headers '%s' and body '%s'",
+                self.direction,
+                self.mask(message.headers),
+                body if isinstance(body, str) else _json_text(body),
             )
         return message
 
 
-class LogOutgoingAMQPMessageMiddleware(LoggingMiddleware):
-    """Logs headers and body of outgoing AMQP messages at DEBUG; returns the message."""
+def _json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
 
-    def process(self, message: AMQPMessage) -> AMQPMessage:
-        if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug(
-                "out headers=%s body=%r", self.mask(message.headers), self.mask_body(message.body)
-            )
-        return message
+
+class LogIncomingAMQPMessageMiddleware(LogAMQPMessageMiddleware):
+    """Logs each AMQP message received (the preprocessor's first step)."""
+
+    direction = "Incoming"
+
+
+class LogOutgoingAMQPMessageMiddleware(LogAMQPMessageMiddleware):
+    """Logs each AMQP message sent (the postprocessor's last step)."""
+
+    direction = "Outgoing"
+
+
+def amqp_logging_enabled() -> bool:
+    """Whether the AMQP logging steps belong in a pipeline made now."""
+    return logging.getLogger(AMQP_LOGGER).isEnabledFor(logging.DEBUG)
 
 
 _default_masker = LoggingMiddleware()
 
 __all__ = [
+    "AMQP_LOGGER",
     "CreateAMQPMiddleware",
     "CreateMessageMiddleware",
+    "LogAMQPMessageMiddleware",
     "LogIncomingAMQPMessageMiddleware",
     "LogOutgoingAMQPMessageMiddleware",
     "LoggingMiddleware",
     "ValidateMessageMiddleware",
+    "amqp_logging_enabled",
     "describe",
     "mask_url_passwords",
 ]

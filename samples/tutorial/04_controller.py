@@ -12,11 +12,14 @@ A controller is a ``service.ServiceController`` subclass decorated with
   published from that entry point.
 
 A request handler may return a dict (sent as the Response), a ``Response``, an
-``Error``, or ``None`` (an empty Response); an exception it raises becomes an
-Error. The Inventory service below shows each; the Shop service calls them all
-and receives the answers in its response and error handlers, and a
-notification in its subscription handler. Inventory logs the exception of
-``broken`` with its traceback on stderr: that is expected.
+``Error``, or ``None``; an exception it raises becomes an Error. ``None`` (or
+``{}``) sends no answer to a call like Shop's below, whose answer would go to a
+response handler, as in Tavrida 1.0; a caller that waits for the answer (a
+client's ``call()``) gets an empty Response. The Inventory service below
+shows each; the Shop service calls them all and receives the answers in its
+response and error handlers, and a notification in its subscription handler.
+Inventory logs the exception of ``broken`` with its traceback on stderr: that
+is expected.
 
 Run::
 
@@ -65,7 +68,9 @@ class InventoryController(service.ServiceController):
 
     @dispatcher.rpc_method(service="inventory", method="ping")
     def ping(self, request, proxy):
-        return None  # None: an empty Response, since the caller waits for one
+        # An empty Response, made explicitly: returning None or {} would send
+        # nothing to this call (Tavrida 1.0's rule), and ping_resp would not run.
+        return request.make_response()
 
     @dispatcher.rpc_method(service="inventory", method="forbidden")
     def forbidden(self, request, proxy, item):

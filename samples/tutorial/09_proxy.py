@@ -105,6 +105,9 @@ class AuditController(service.ServiceController):
             f"[audit.record] {event!r} by {how}: correlation_id={request.correlation_id}"
             f" x-shop={request.headers.get('x-shop')!r} reply_to={str(request.reply_to)!r}",
         )
+        # the answer to the transfer (dropped for the cast); returning None would
+        # send none, and front.record_resp would not run
+        return {"recorded": event}
 
     @dispatcher.subscription_method(service="front", method="checkout")
     def checkout_done(self, notification, proxy, order, total):

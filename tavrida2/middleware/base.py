@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import abc
-
 from tavrida2.controller import AbstractMessageController
 from tavrida2.messages import Error, Message, Response
 
@@ -16,6 +14,11 @@ class Middleware(AbstractMessageController):
     and answer the caller at once. Outgoing middlewares receive the
     ``Response``/``Error`` a request handler produced and must return one.
 
+    As in Tavrida 1.0 the base is concrete: its :meth:`process` returns the
+    message unchanged, so ``Middleware()`` is a step that does nothing and a
+    subclass overrides only what it needs (``process``, :meth:`handled`,
+    :meth:`failed`).
+
     Example::
 
         class Audit(middleware.Middleware):
@@ -24,9 +27,9 @@ class Middleware(AbstractMessageController):
                 return message
     """
 
-    @abc.abstractmethod
     def process(self, message: Message) -> Message:
-        """Return the message for the next step."""
+        """Return the message for the next step: by default ``message`` itself."""
+        return message
 
     def handled(self, message: Message) -> None:
         """An incoming middleware's hook: the handler of ``message`` finished (and answered)."""

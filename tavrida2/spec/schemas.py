@@ -112,7 +112,7 @@ def error_payload() -> dict[str, Any]:
             "class": {
                 "type": "string",
                 "description": "module.ClassName of the exception (only the name for a "
-                "built-in one).",
+                "built-in one; tavrida.exceptions.X, Tavrida 1.0's name, for 1.0's errors).",
             },
             "message": {"type": "string", "description": "The exception's text."},
             "code": {"type": "integer", "description": "The tavrida2 error code."},

@@ -1,7 +1,8 @@
 """The Controller chapter of the Tavrida 1.0 docs on the memory broker (sync engine).
 
 What a request handler returns (dict, Response, Error, None, an exception)
-and what the caller's response/error handler then receives; controllers made
+and what the caller's response/error handler then receives (nothing for None
+or ``{}``, as in 1.0); controllers made
 on server start; class-level discovery; one Dispatcher per controller class.
 """
 
@@ -95,6 +96,10 @@ def hello_and_world(seen: list[tuple[str, Any]]) -> None:
                 raise NoSuchPlanet(planet="Vulcan")
             if mode == "wrong_type":
                 return "not a dict"
+            if mode == "empty_response":
+                return request.make_response()
+            if mode == "empty_dict":
+                return {}
             return None
 
     hello_disc = discovery.LocalDiscovery()
@@ -111,7 +116,7 @@ ANSWERS = [
     ("dict", "world_resp", messages.IncomingResponse, {"answer": 42}),
     ("response", "world_resp", messages.IncomingResponse, {"answer": "explicit"}),
     ("make_response", "world_resp", messages.IncomingResponse, {"answer": "made"}),
-    ("none", "world_resp", messages.IncomingResponse, {}),
+    ("empty_response", "world_resp", messages.IncomingResponse, {}),
     (
         "error",
         "world_error",
@@ -168,6 +173,21 @@ def test_what_a_request_handler_returns_reaches_the_caller(
     assert answer.correlation_id == world.correlation_id == seen[0][1].correlation_id
     assert answer.message_id not in (world.message_id, seen[0][1].message_id)
     assert broker.discarded == []
+
+
+@pytest.mark.parametrize("mode", ["none", "empty_dict"])
+def test_none_or_an_empty_dict_sends_no_answer_to_a_call_for_a_response_handler(
+    mode: str,
+) -> None:
+    """As in Tavrida 1.0: such a call is a continuation that expects no answer."""
+    seen: list[tuple[str, Any]] = []
+    hello_and_world(seen)
+    cast_hello(mode=mode)
+    broker = drain()
+
+    assert [name for name, _ in seen] == ["hello", "world"]
+    assert type(seen[1][1]) is messages.IncomingRequestCall
+    assert broker.discarded == broker.unroutable == []
 
 
 def test_a_cast_handler_that_raises_sends_nothing_and_the_message_is_rejected() -> None:

@@ -96,6 +96,8 @@ def test_incoming_request_properties_are_the_documented_headers() -> None:
             snapshot["correlation_id_after"] = request.correlation_id
             snapshot["class"] = type(request)
             seen.append(snapshot)
+            # explicit: None would send no answer to this 1.0-style call (as in 1.0)
+            return request.make_response()
 
     bind(WorldController, {"test_hello": "test_exchange"})
     serve("test_world_service", "test_world_exchange", [WorldController])

@@ -6,7 +6,7 @@ in-memory broker by default; the ``rabbitmq`` tests run the same samples with
 deleted afterwards. A sample passes when it exits 0, prints its key lines, and
 logs on stderr no error but the ones it provokes on purpose.
 
-samples/deploy/ (config-file and .ds-file deployments, run with the
+samples/deploy/ and samples/from-1.0/ (config-file and .ds-file deployments, run with the
 ``tavrida2`` command) is tested with the command line, not here.
 """
 
@@ -24,8 +24,9 @@ from tavrida2.testing import Vhost
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = ROOT / "samples"
-#: Folders of samples/ that other tests run (testing/: test_testing_plugin.py).
-TESTED_ELSEWHERE = ("deploy", "agents", "testing")
+#: Folders of samples/ that other tests run (testing/: test_testing_plugin.py;
+#: from-1.0/: tests/integration/test_from_10_sample_rabbitmq.py).
+TESTED_ELSEWHERE = ("deploy", "agents", "testing", "from-1.0")
 
 
 @dataclass(frozen=True)
