@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
@@ -436,6 +437,18 @@ def _ancestors() -> set[int]:
     return pids
 
 
+def _runs_pytest(argv: list[bytes]) -> bool:
+    """Whether a command line runs pytest (``pytest ...``, ``python -m pytest ...``).
+
+    Not just any process with "pytest" in it: a broker node that a test started
+    has pytest's temp folder in its arguments.
+    """
+    words = [os.path.basename(a.decode(errors="replace")) for a in argv[:4] if a]
+    if any(word in ("pytest", "py.test") for word in words[:2]):
+        return True
+    return any(a == "-m" and b == "pytest" for a, b in itertools.pairwise(words))
+
+
 def other_pytests() -> list[str]:
     """Command lines of pytest processes other than this one (and its parents) that may
     use the broker (a ``-m "not rabbitmq"`` run, or one of tests/unit only, does not)."""
@@ -449,7 +462,7 @@ def other_pytests() -> list[str]:
         except OSError:
             continue
         line = " ".join(a.decode(errors="replace") for a in argv if a)
-        if "pytest" not in line or "not rabbitmq" in line:
+        if not _runs_pytest(argv) or "not rabbitmq" in line:
             continue
         if "tests/unit" in line and "tests/integration" not in line:
             continue  # unit tests only: no broker
