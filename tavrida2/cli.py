@@ -39,12 +39,11 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from tavrida2 import configfile, entry_point, exceptions, tracing
-from tavrida2.config import ConnectionConfig
+from tavrida2.config import DEFAULT_URL, ConnectionConfig
 from tavrida2.discovery.dsfile import DSFile
 from tavrida2.discovery.local import LocalDiscovery
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD
 
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 WORKER_VARIABLE = "TAVRIDA2_WORKER"  # set by a supervisor (tavrida2.workers.link)
 EXIT_FAILED = 1
 EXIT_USAGE = 2

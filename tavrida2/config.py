@@ -22,6 +22,8 @@ from tavrida2 import brokers, exceptions, tls_compat
 log = logging.getLogger(__name__)
 
 #: Deliveries an async-engine server holds (and handles at once) by default.
+#: The broker of the `tavrida2` commands and the dashboard when none is given.
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_PREFETCH = 64
 #: Deliveries a sync-engine server holds by default. It handles one at a time;
 #: a few more in hand hide the broker's round trip between them (measured with
@@ -537,6 +539,7 @@ __all__ = [
     "AIORMQ_LOCALE",
     "DEFAULT_PREFETCH",
     "DEFAULT_SYNC_PREFETCH",
+    "DEFAULT_URL",
     "SSL_OPTIONS",
     "ConnectionConfig",
     "Credentials",

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tavrida2 import configfile
-from tavrida2.cli import DEFAULT_URL
-from tavrida2.config import ConnectionConfig
+from tavrida2.config import DEFAULT_URL, ConnectionConfig
 from tavrida2.masking import mask_url_passwords
 from tavrida2.topology import GraphSourceError, SystemGraph, build_graph, render_svg
 from tavrida2.topology.model import DEAD_LETTERS, SERVER
