@@ -30,6 +30,20 @@ from tavrida2.testing.harness import TEST_CLIENT, exchange_of, notifications_of
 WAIT = 20.0
 
 
+def wait_until(
+    predicate: Callable[[], Any], what: str = "the condition", timeout: float = WAIT
+) -> Any:
+    """Poll ``predicate`` until true and return it; ``AssertionError`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
 class RunningServices:
     """Servers and clients of one test on the broker at ``url`` (see the module docstring).
 
@@ -156,14 +170,7 @@ class RunningServices:
         self, predicate: Callable[[], Any], what: str = "the condition", timeout: float = WAIT
     ) -> Any:
         """Poll ``predicate`` until true and return it; ``AssertionError`` after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(0.01)
+        return wait_until(predicate, what, timeout)
 
     def wait_until_idle(self, timeout: float = WAIT) -> None:
         """``memory://``: deliver until no message waits or is being handled.
@@ -203,4 +210,4 @@ class RunningServices:
                     cls._discovery = None
 
 
-__all__ = ["RunningServices"]
+__all__ = ["RunningServices", "wait_until"]

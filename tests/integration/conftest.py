@@ -17,9 +17,8 @@ import asyncio
 import json
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -32,6 +31,7 @@ from tavrida2.drivers.aio import AioDriver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.pika_sync import PikaDriver
 from tavrida2.messages import AMQPMessage
+from tavrida2.testing.services import wait_until
 from tests.integration.tcp_proxy import TcpProxy
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -56,18 +56,6 @@ def pika_params() -> pika.ConnectionParameters:
         socket_timeout=5,
         blocked_connection_timeout=10,
     )
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- names and cleanup -----------------------------------------------------------------
