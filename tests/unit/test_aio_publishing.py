@@ -47,7 +47,7 @@ def scenario(
 ) -> Any:
     """Run ``body`` with a driver whose connections are made by a fake network."""
     network = FakeNetwork()
-    monkeypatch.setattr(connection_module, "Connection", network)
+    monkeypatch.setattr(connection_module, "OwnedConnection", network)
     settings = {"retry_delay": 0.01, "publish_timeout": 0.5, "socket_timeout": 0.5, **config}
 
     async def main() -> Any:

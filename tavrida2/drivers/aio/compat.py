@@ -2,7 +2,8 @@
 
 - aiormq loses the broker's refusal of Connection.Open (see ``patch_aiormq_refused_open``);
 - aiormq writes on a channel the broker already closed (see ``ChannelGate``);
-- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``).
+- aiormq drops a Basic.Return on a channel without confirms (see ``watch_returns``);
+- aio-pika's connection finalizer makes a coroutine nobody awaits (see ``OwnedConnection``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aio_pika
 import aiormq
 import aiormq.exceptions as aex
 
@@ -26,6 +28,23 @@ class _KeptFrame:
         received = await self._receiver.get_frame()
         self.last = received[2]
         return received
+
+
+class OwnedConnection(aio_pika.Connection):
+    """An aio-pika connection whose owner, the driver, always closes it itself.
+
+    aio-pika's ``__del__`` calls ``asyncio.ensure_future(self.close())`` on a
+    connection that is not closed: one whose connect failed, or whose close
+    ran out of time. The garbage collector runs finalizers in whatever thread
+    it happens to run in; outside the loop's thread ``ensure_future`` raises
+    (swallowed there) and leaves the ``close()`` coroutine never awaited, a
+    RuntimeWarning at some later, unrelated point. The driver closes every
+    connection it opened (``discard``), so there is nothing for the finalizer
+    to do.
+    """
+
+    def __del__(self) -> None:
+        pass
 
 
 def patch_aiormq_refused_open() -> None:
@@ -148,6 +167,7 @@ async def discard(connection: Any, timeout: float = 3.0) -> None:
 __all__ = [
     "ChannelGate",
     "ChannelGone",
+    "OwnedConnection",
     "discard",
     "gate",
     "patch_aiormq_refused_open",

@@ -16,11 +16,10 @@ from typing import Any
 import aio_pika
 import aiormq.exceptions as aex
 import tenacity
-from aio_pika import Connection
 
 from tavrida2 import exceptions
 from tavrida2.config import ConnectionConfig
-from tavrida2.drivers.aio.compat import discard, gate
+from tavrida2.drivers.aio.compat import OwnedConnection, discard, gate
 from tavrida2.drivers.base import AsyncDriver, tell_reconnected
 from tavrida2.drivers.errors import from_channel_close
 from tavrida2.drivers.failover import Failover
@@ -120,9 +119,9 @@ class AioConnection(AsyncDriver):
             raise
         connection.close_callbacks.add(self._on_connection_closed)
 
-    async def _connect_to(self, address: tuple[str, int]) -> Connection:
+    async def _connect_to(self, address: tuple[str, int]) -> OwnedConnection:
         url, kwargs = self._params[address]
-        connection = Connection(aio_pika.connection.make_url(url), **kwargs)
+        connection = OwnedConnection(aio_pika.connection.make_url(url), **kwargs)
         await connection.connect(timeout=self.config.socket_timeout or None)
         return connection
 
