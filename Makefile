@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit lint typecheck rabbitmq browser-tools bench docs clean cluster-test
+.PHONY: demo test unit lint typecheck rabbitmq browser-tools bench docs clean cluster-test screenshots
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ unit: $(STAMP)  ## tests that need no broker
 # -m overrides setup.cfg's -m "not cluster"
 cluster-test: $(STAMP)  ## a 3-node RabbitMQ cluster of its own, its queue leader killed under load (docs/scaling.md)
 	$(BIN)/python -m pytest -m cluster tests/cluster
+
+screenshots: $(STAMP) rabbitmq browser-tools  ## the dashboard chapter's pictures (docs/_static/dashboard-*.png), from the browser test
+	TAVRIDA2_SCREENSHOTS=docs/_static $(BIN)/python -m pytest --tavrida2-require-rabbitmq tests/integration/test_dashboard_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check tavrida2 tests samples bench

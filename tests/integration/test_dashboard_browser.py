@@ -7,9 +7,11 @@ both. The page must show every service, exchange and queue of the topology;
 the running instances; the world queue's depth going up after casts while its
 server is stopped and down once it runs again; a dead letter browsed and
 replayed (click, confirm) back to where it was going; the chain of a call in
-the traces. Each view's screenshot is written to docs/_static/dashboard-*.png
-(the dashboard chapter shows them). Queue depths come from the management API,
-whose statistics are up to 5 s old: the waits allow for that.
+the traces. Each view is photographed: into a temporary folder, or, under
+``make screenshots`` (which sets TAVRIDA2_SCREENSHOTS), into docs/_static, where
+the dashboard chapter shows them; a test run leaves the checkout as it was.
+Queue depths come from the management API, whose statistics are up to 5 s old:
+the waits allow for that.
 
 No browser is downloaded: Playwright launches /usr/bin/chromium
 (``make test`` installs it: scripts/ensure-browser-tools.sh).
@@ -41,7 +43,8 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.browser, pytest.mark.timeout(150
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "samples" / "deploy"
-SCREENSHOTS = ROOT / "docs" / "_static"
+#: Where ``make screenshots`` has the pictures written (docs/_static).
+SCREENSHOTS_ENV = "TAVRIDA2_SCREENSHOTS"
 COMMAND = str(Path(sys.executable).with_name("tavrida2"))
 CHROMIUM = "/usr/bin/chromium"
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -146,6 +149,17 @@ def processes(system: SampleSystem) -> Iterator[Processes]:
 
 
 @pytest.fixture
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the views' screenshots go to."""
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    if chosen:
+        folder = Path(chosen)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run scripts/ensure-browser-tools.sh"
     with sync_playwright() as playwright:
@@ -164,8 +178,8 @@ def serve_world(processes: Processes, system: SampleSystem) -> None:
     assert process.poll() is None, processes.log("world")
 
 
-def screenshot(page: Page, view: str) -> None:
-    path = SCREENSHOTS / f"dashboard-{view}.png"
+def screenshot(shots: Path, page: Page, view: str) -> None:
+    path = shots / f"dashboard-{view}.png"
     page.screenshot(path=str(path), full_page=True)
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 10_000, (path, len(data))
@@ -181,7 +195,7 @@ def queue_cell(page: Page, table: str, queue: str) -> object:
 
 
 def test_the_dashboard_of_a_running_sample(
-    system: SampleSystem, processes: Processes, browser: Browser
+    system: SampleSystem, processes: Processes, browser: Browser, shots: Path
 ) -> None:
     serve_world(processes, system)
     hello = processes.start("hello", "run", "hello.ini")
@@ -213,7 +227,7 @@ def test_the_dashboard_of_a_running_sample(
     assert everything <= pictured, everything - pictured
     expect(page.locator("#management-status")).to_be_hidden()
     expect(page.locator("#config-errors")).to_be_hidden()
-    screenshot(page, "topology")
+    screenshot(shots, page, "topology")
 
     # the running instances, from their announcements
     open_view(page, "instances")
@@ -222,7 +236,7 @@ def test_the_dashboard_of_a_running_sample(
     consumers_shown = page.locator("#consumers-table tbody tr")
     expect(consumers_shown).to_have_count(2, timeout=STATS_WAIT_MS)  # the broker's view
     expect(consumers_shown.first).to_contain_text(system.prefix)
-    screenshot(page, "instances")
+    screenshot(shots, page, "instances")
 
     # the dead letter, counted by the management API
     open_view(page, "deadletters")
@@ -239,7 +253,7 @@ def test_the_dashboard_of_a_running_sample(
     expect(queue_cell(page, "queues-table", system.world_queue)).to_have_text(
         "3", timeout=STATS_WAIT_MS
     )
-    screenshot(page, "queues")
+    screenshot(shots, page, "queues")
 
     # the dead letter browsed, then replayed from the page (click, confirm): back in the queue
     open_view(page, "deadletters")
@@ -257,7 +271,7 @@ def test_the_dashboard_of_a_running_sample(
     assert (queue.json()["messages"], queue.json()["consumers"]) == (3, 0)  # world is stopped
     page.locator(f'#deadletters-table tr[data-queue="{system.world_dlq}"] button.replay').click()
     expect(page.locator("#replay-dialog")).to_be_visible()
-    screenshot(page, "replay")
+    screenshot(shots, page, "replay")
     page.click("#replay-confirm")
     expect(page.locator("#replay-result")).to_have_text(
         f"Replayed 1 dead letter(s) of {system.world_dlq}."
@@ -266,7 +280,7 @@ def test_the_dashboard_of_a_running_sample(
     expect(queue_cell(page, "deadletters-table", system.world_dlq)).to_have_text(
         "0", timeout=STATS_WAIT_MS
     )
-    screenshot(page, "deadletters")
+    screenshot(shots, page, "deadletters")
     open_view(page, "queues")
     expect(queue_cell(page, "queues-table", system.world_queue)).to_have_text(
         "4", timeout=STATS_WAIT_MS
@@ -288,7 +302,7 @@ def test_the_dashboard_of_a_running_sample(
     call.first.locator("a.correlation").click()
     expect(page.locator("#trace-chain")).to_contain_text("browser_test")
     expect(page.locator("#trace-chain")).to_contain_text("test_world.world")
-    screenshot(page, "traces")
+    screenshot(shots, page, "traces")
     assert errors == []
     assert hello.poll() is None, processes.log("hello")
 
@@ -301,7 +315,9 @@ def _answers(port: int) -> bool:
         return False
 
 
-def test_the_page_says_what_it_cannot_show(tmp_path: Path, browser: Browser) -> None:
+def test_the_page_says_what_it_cannot_show(
+    tmp_path: Path, browser: Browser, shots: Path
+) -> None:
     """A config that does not load and an unreachable management API: said, the rest shown."""
     broken = tmp_path / "broken.ini"
     broken.write_text("[server]\nqueue_name = q\n")
@@ -323,7 +339,7 @@ def test_the_page_says_what_it_cannot_show(tmp_path: Path, browser: Browser) -> 
         open_view(page, "deadletters")
         expect(page.locator("#replay-mode")).to_contain_text("Read-only")
         expect(page.locator("button.replay").first).to_be_disabled()
-        screenshot(page, "errors")
+        screenshot(shots, page, "errors")
     finally:
         processes.stop_all()
     assert "not loaded: broken.ini" in processes.log("dashboard")
