@@ -315,9 +315,7 @@ def _answers(port: int) -> bool:
         return False
 
 
-def test_the_page_says_what_it_cannot_show(
-    tmp_path: Path, browser: Browser, shots: Path
-) -> None:
+def test_the_page_says_what_it_cannot_show(tmp_path: Path, browser: Browser, shots: Path) -> None:
     """A config that does not load and an unreachable management API: said, the rest shown."""
     broken = tmp_path / "broken.ini"
     broken.write_text("[server]\nqueue_name = q\n")
