@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tavrida2.messages import broadcast_exchange
 from tavrida2.queuetypes import CLASSIC, queue_type_arguments
@@ -20,7 +20,6 @@ from tavrida2.queuetypes import CLASSIC, queue_type_arguments
 HEARTBEAT_EXCHANGE = "tavrida2.heartbeat"
 
 if TYPE_CHECKING:
-    from tavrida2.deadletter import DeadLetterPolicy
     from tavrida2.service import ServiceController
 
 
@@ -119,11 +118,26 @@ def _append_new(items: list[Any], item: Any) -> None:
         items.append(item)
 
 
+class DeadLetterDeclarations(Protocol):
+    """What a server's topology takes from its dead-letter policy.
+
+    :class:`tavrida2.deadletter.DeadLetterPolicy` is the one there is; the
+    topology names only these two methods, so that the policy, which builds
+    the specs below, is the only one of the two modules to import the other.
+    """
+
+    def queue_arguments(self, queue_name: str, queue_type: str = ...) -> dict[str, Any]: ...
+
+    def declarations(
+        self, queue_name: str, queue_type: str = ...
+    ) -> list[ExchangeSpec | QueueSpec | BindingSpec]: ...
+
+
 def server_topology(
     queue_name: str,
     exchange_name: str,
     service_classes: Iterable[type[ServiceController]],
-    dead_letters: DeadLetterPolicy | None = None,
+    dead_letters: DeadLetterDeclarations | None = None,
     broadcast_queue: str | None = None,
     *,
     announces: bool = False,

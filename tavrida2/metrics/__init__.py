@@ -26,7 +26,8 @@ except ImportError as exc:  # the `metrics` extra is not installed
     ) from exc
 
 from tavrida2.metrics.exposition import DEFAULT_HOST, MetricsEndpoint, MetricsPortInUse
-from tavrida2.metrics.instruments import DEFAULT_BUCKETS, PrometheusMetrics, ServerInstruments
+from tavrida2.metrics.families import DEFAULT_BUCKETS
+from tavrida2.metrics.instruments import PrometheusMetrics, ServerInstruments
 from tavrida2.metrics.middleware import MESSAGE_TYPES, OUTCOMES, MetricsMiddleware
 
 __all__ = [

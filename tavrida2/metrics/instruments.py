@@ -1,117 +1,17 @@
-"""The metric families of tavrida2 in a Prometheus registry, and what one server binds of them.
+"""What one server binds of the metric families, and the servers' entry point to them.
 
-The families are made once per registry: several servers of a process (or
-several :class:`PrometheusMetrics` on one registry) share them, told apart by
-their ``service`` and ``queue`` labels; a test gives a registry of its own and
-starts from zero.
+The families themselves are in :mod:`tavrida2.metrics.families`.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from tavrida2.engine import FAILED, UNHANDLEABLE
+from tavrida2.metrics.families import DEFAULT_BUCKETS, Families, families_of
 from tavrida2.metrics.middleware import MetricsMiddleware
-
-#: Latency buckets in seconds: from half a millisecond (a handler that only
-#: answers) to half a minute.
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-_HANDLED_LABELS = ("service", "method", "type", "outcome")
-
-
-@dataclass(frozen=True)
-class Families:
-    """The metric families of one registry."""
-
-    messages: Counter
-    duration: Histogram
-    in_flight: Gauge
-    unhandleable: Counter
-    retries: Counter
-    dead_lettered: Counter
-    reconnects: Counter
-    buckets: tuple[float, ...]
-
-
-_families: weakref.WeakKeyDictionary[CollectorRegistry, Families] = weakref.WeakKeyDictionary()
-_families_lock = threading.Lock()
-
-
-def families_of(registry: CollectorRegistry, buckets: Sequence[float]) -> Families:
-    """The families of ``registry``, made on first use (with ``buckets``)."""
-    with _families_lock:
-        known = _families.get(registry)
-        if known is not None:
-            return known
-        made = Families(
-            messages=Counter(
-                "tavrida2_messages",
-                "Messages taken by a handler, by how their handling ended",
-                _HANDLED_LABELS,
-                registry=registry,
-            ),
-            duration=Histogram(
-                "tavrida2_message_duration_seconds",
-                "Seconds from the incoming middlewares to the end of the handler (its answer sent)",
-                _HANDLED_LABELS,
-                registry=registry,
-                buckets=tuple(buckets),
-            ),
-            in_flight=Gauge(
-                "tavrida2_messages_in_flight",
-                "Messages whose handling has started and not ended",
-                ("service",),
-                registry=registry,
-            ),
-            unhandleable=Counter(
-                "tavrida2_unhandleable",
-                "Deliveries no handler took (malformed, unknown service or method, expired)",
-                ("queue",),
-                registry=registry,
-            ),
-            retries=Counter(
-                "tavrida2_retries",
-                "Failed casts and notifications sent for another attempt",
-                ("queue",),
-                registry=registry,
-            ),
-            dead_lettered=Counter(
-                "tavrida2_dead_lettered",
-                "Messages given up on: dead-lettered, or rejected for the broker to dead-letter",
-                ("queue", "reason"),
-                registry=registry,
-            ),
-            reconnects=Counter(
-                "tavrida2_reconnects",
-                "Lost broker connections the server restored",
-                ("queue",),
-                registry=registry,
-            ),
-            buckets=tuple(buckets),
-        )
-        _families[registry] = made
-        return made
 
 
 class ServerInstruments:
@@ -190,4 +90,4 @@ class PrometheusMetrics:
         return f"{type(self).__name__}(registry={self.registry!r})"
 
 
-__all__ = ["DEFAULT_BUCKETS", "Families", "PrometheusMetrics", "ServerInstruments"]
+__all__ = ["PrometheusMetrics", "ServerInstruments"]

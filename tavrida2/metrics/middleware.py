@@ -24,7 +24,7 @@ from tavrida2.messages import BROADCAST_HEADER, Error, Message, Response
 from tavrida2.middleware.base import Middleware
 
 if TYPE_CHECKING:
-    from tavrida2.metrics.instruments import Families
+    from tavrida2.metrics.families import Families
 
 #: How a handled message ended: its handler returned; it failed (the handler
 #: raised, what it sent was not confirmed, its payload was refused); an
