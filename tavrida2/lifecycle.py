@@ -13,22 +13,28 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tavrida2 import confirmations, exceptions
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.entry_point import EntryPoint
-from tavrida2.liveness import HEARTBEAT_EXCHANGE, announcement
+from tavrida2.liveness import HEARTBEAT_EXCHANGE, AnnouncedServer, announcement
 from tavrida2.messages import new_id
 from tavrida2.proxies import RPCProxy
 from tavrida2.schedule import TaskInfo
 from tavrida2.scheduler import Entry, Scheduler
 
 if TYPE_CHECKING:
-    from tavrida2.server import Server
     from tavrida2.service import ServiceController
 
 log = logging.getLogger("tavrida2.server")
+
+
+class LivingServer(AnnouncedServer, Protocol):
+    """What a :class:`Lifecycle` takes from its server: the announced facts and the controllers."""
+
+    @property
+    def services(self) -> list[ServiceController]: ...
 
 
 def proxy_of(controller: ServiceController, method: str) -> RPCProxy:
@@ -70,7 +76,7 @@ async def _run_async_task(controller: ServiceController, name: str) -> Any:
 class Lifecycle:
     """Hooks, tasks and announcements of one server run (see the module docstring)."""
 
-    def __init__(self, server: Server, driver: SyncDriver | AsyncDriver) -> None:
+    def __init__(self, server: LivingServer, driver: SyncDriver | AsyncDriver) -> None:
         self._server = server
         self._driver = driver
         self.scheduler: Scheduler | None = None

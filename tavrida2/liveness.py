@@ -26,14 +26,15 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tavrida2.drivers.base import Disposition, SyncDriver
 from tavrida2.drivers.topology import HEARTBEAT_EXCHANGE
 from tavrida2.messages import AMQPMessage
 
 if TYPE_CHECKING:
-    from tavrida2.server import Server
+    from tavrida2.drivers.topology import Topology
+    from tavrida2.service import ServiceController
 
 #: Seconds between two announcements of a server, unless told otherwise.
 DEFAULT_ANNOUNCE_PERIOD = 5.0
@@ -46,7 +47,29 @@ def instance_id() -> str:
     return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
-def announcement(server: Server, state: str = "alive") -> AMQPMessage:
+class AnnouncedServer(Protocol):
+    """What an announcement and ``info()`` tell of a server (a :class:`~tavrida2.server.Server`)."""
+
+    instance_id: str
+    started_at: float
+    announce_period: float | None
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def exchange_name(self) -> str: ...
+
+    @property
+    def service_classes(self) -> list[type[ServiceController]]: ...
+
+    @property
+    def is_async(self) -> bool: ...
+
+    def topology(self) -> Topology: ...
+
+
+def announcement(server: AnnouncedServer, state: str = "alive") -> AMQPMessage:
     """The announcement of ``server`` (``state`` is ``alive`` or ``stopping``)."""
     body = {
         "instance": server.instance_id,
@@ -150,7 +173,7 @@ def listen(driver: SyncDriver, seconds: float, services: Iterable[str] | None = 
     )
 
 
-def describe(server: Server) -> dict[str, Any]:
+def describe(server: AnnouncedServer) -> dict[str, Any]:
     """The structure of ``server``, as its ``info()`` answers."""
     controllers = []
     for cls in server.service_classes:
