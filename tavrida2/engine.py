@@ -51,13 +51,18 @@ FAILED = "failed"
 
 
 class DeliveryEvents(Protocol):
-    """What an engine tells besides the handlers' work: :mod:`tavrida2.metrics` counts it.
+    """What an engine tells besides the handlers' work, to whoever listens.
 
-    Called only on the paths of failures, so an engine without one does nothing more.
+    :mod:`tavrida2.metrics` counts these; :mod:`tavrida2.otel` marks the span
+    of the delivery in hand as failed. Called only on the paths of failures,
+    so an engine without listeners does nothing more.
     """
 
-    def unhandleable(self) -> None:
+    def unhandleable(self, error: Exception) -> None:
         """A delivery reached no handler (malformed, unknown service or method, expired)."""
+
+    def failed(self, error: Exception) -> None:
+        """A handler of the delivery in hand raised ``error``."""
 
     def retried(self) -> None:
         """A failed cast or notification was sent for another attempt."""
@@ -65,6 +70,37 @@ class DeliveryEvents(Protocol):
     def dead_lettered(self, reason: str) -> None:
         """A message was given up on (:data:`UNHANDLEABLE` or :data:`FAILED`): dead-lettered,
         or rejected for the broker to dead-letter."""
+
+
+class _EveryListener:
+    """The :class:`DeliveryEvents` of several listeners, told in their order."""
+
+    def __init__(self, listeners: list[DeliveryEvents]) -> None:
+        self._listeners = listeners
+
+    def unhandleable(self, error: Exception) -> None:
+        for listener in self._listeners:
+            listener.unhandleable(error)
+
+    def failed(self, error: Exception) -> None:
+        for listener in self._listeners:
+            listener.failed(error)
+
+    def retried(self) -> None:
+        for listener in self._listeners:
+            listener.retried()
+
+    def dead_lettered(self, reason: str) -> None:
+        for listener in self._listeners:
+            listener.dead_lettered(reason)
+
+
+def delivery_events(*listeners: DeliveryEvents | None) -> DeliveryEvents | None:
+    """One :class:`DeliveryEvents` telling each of ``listeners`` (None: there are none)."""
+    present = [listener for listener in listeners if listener is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else _EveryListener(present)
 
 
 def _unhandleable(
@@ -119,18 +155,13 @@ class SyncEngine:
         self._dead_letters = dead_letters if publish is not None else None
         self._publish = publish
         self._events = events
-        #: Told of each delivery that could not be handled, or whose handler failed,
-        #: while it is in hand (set by the server: OpenTelemetry marks its span).
-        self.on_failure: Callable[[Exception], None] | None = None
 
     def on_delivery(self, amqp_message: AMQPMessage) -> Disposition:
         try:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
             if self._events is not None:
-                self._events.unhandleable()
-            if self.on_failure is not None:
-                self.on_failure(error)
+                self._events.unhandleable(error)
             disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.REJECT:
                 letter = _dead_letter(self._dead_letters, amqp_message, error)
@@ -144,8 +175,8 @@ class SyncEngine:
                 failure = exc
         if failure is None:
             return Disposition.ACK
-        if self.on_failure is not None:
-            self.on_failure(failure)
+        if self._events is not None:
+            self._events.failed(failure)
         return self._resend(_after_failure(self._dead_letters, amqp_message, failure), FAILED)
 
     def _resend(self, resend: Resend | Disposition | None, reason: str) -> Disposition:
@@ -289,8 +320,6 @@ class AsyncEngine:
         self._dead_letters = dead_letters if driver is not None else None
         self._driver = driver
         self._events = events
-        #: As :attr:`SyncEngine.on_failure`.
-        self.on_failure: Callable[[Exception], None] | None = None
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         context = contextvars.copy_context()
@@ -301,9 +330,7 @@ class AsyncEngine:
             jobs = self._preprocessor.prepare(amqp_message)
         except Exception as error:
             if self._events is not None:
-                self._events.unhandleable()
-            if self.on_failure is not None:
-                self.on_failure(error)
+                self._events.unhandleable(error)
             with tracking() as sent:  # the Error for the caller, published in a task
                 disposition = _unhandleable(self._preprocessor, amqp_message, error)
             if disposition is Disposition.ACK and sent:
@@ -334,8 +361,8 @@ class AsyncEngine:
                 )
         if failure is None:
             return Disposition.ACK
-        if self.on_failure is not None:
-            self.on_failure(failure)
+        if self._events is not None:
+            self._events.failed(failure)
         resend = _after_failure(self._dead_letters, amqp_message, failure)
         return await self._resend(resend, FAILED)
 
@@ -360,4 +387,5 @@ __all__ = [
     "AsyncOutbox",
     "DeliveryEvents",
     "SyncEngine",
+    "delivery_events",
 ]

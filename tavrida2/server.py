@@ -24,7 +24,14 @@ from tavrida2.dispatcher import HandlerInfo
 from tavrida2.drivers import create_async_driver, create_sync_driver
 from tavrida2.drivers.base import AsyncDriver, SyncDriver
 from tavrida2.drivers.topology import QueueSpec, Topology, server_topology
-from tavrida2.engine import DEFAULT_STOP_TIMEOUT, AsyncEngine, AsyncOutbox, SyncEngine
+from tavrida2.engine import (
+    DEFAULT_STOP_TIMEOUT,
+    AsyncEngine,
+    AsyncOutbox,
+    DeliveryEvents,
+    SyncEngine,
+    delivery_events,
+)
 from tavrida2.lifecycle import Lifecycle
 from tavrida2.liveness import DEFAULT_ANNOUNCE_PERIOD, describe, instance_id
 from tavrida2.otel import load as load_telemetry
@@ -257,14 +264,22 @@ class Server:
                 controller.postprocessor.tracer = self.tracer
         return preprocessor, services
 
-    def _delivery_tracing(self, engine: SyncEngine | AsyncEngine) -> DeliveryTracing | None:
-        """The span of each delivery the engine handles (None when not traced)."""
+    def _delivery_tracing(self) -> DeliveryTracing | None:
+        """The span of each delivery an engine handles (None when not traced)."""
         if self.telemetry is None:
             return None
-        from tavrida2.otel.incoming import DeliveryTracing, report_failure
+        from tavrida2.otel.incoming import DeliveryTracing
 
-        engine.on_failure = report_failure
         return DeliveryTracing(self.telemetry, self._config)
+
+    def _delivery_events(self) -> DeliveryEvents | None:
+        """Who hears of an engine's failures: the metrics and the delivery's span."""
+        failed_spans = None
+        if self.telemetry is not None:
+            from tavrida2.otel.incoming import FailedSpans
+
+            failed_spans = FailedSpans()
+        return delivery_events(self._instruments, failed_spans)
 
     def _instrumented(self, driver: DriverT) -> DriverT:
         """``driver``, its restored connections counted when the server has metrics."""
@@ -310,13 +325,13 @@ class Server:
             self._build(driver, self._calls(SyncCalls(driver))),
             self._dead_letters(),
             driver.publish,
-            self._instruments,
+            self._delivery_events(),
         )
         for service in self._services:
             service._heartbeat = driver.send_heartbeat
         lifecycle = self._lifecycle = Lifecycle(self, driver)
         lifecycle.call_hooks("pre_start")
-        tracing = self._delivery_tracing(engine)
+        tracing = self._delivery_tracing()
         on_delivery = (
             engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
         )
@@ -370,9 +385,9 @@ class Server:
             for controller in services:
                 controller._heartbeat = driver.send_heartbeat
             engine = SyncEngine(
-                preprocessor, self._dead_letters(), driver.publish, self._instruments
+                preprocessor, self._dead_letters(), driver.publish, self._delivery_events()
             )
-            tracing = self._delivery_tracing(engine)
+            tracing = self._delivery_tracing()
             on_delivery = (
                 engine.on_delivery if tracing is None else tracing.wrap_sync(engine.on_delivery)
             )
@@ -535,11 +550,11 @@ class Server:
                 loop,
                 dead_letters=self._dead_letters(),
                 driver=driver,
-                events=self._instruments,
+                events=self._delivery_events(),
             )
             lifecycle = Lifecycle(self, driver)
             await lifecycle.call_hooks_async("pre_start")
-            tracing = self._delivery_tracing(engine)
+            tracing = self._delivery_tracing()
             on_delivery = (
                 engine.on_delivery if tracing is None else tracing.wrap_async(engine.on_delivery)
             )

@@ -31,8 +31,11 @@ class ServerInstruments:
         }
         self._reconnects = families.reconnects.labels(queue)
 
-    def unhandleable(self) -> None:
+    def unhandleable(self, error: Exception) -> None:
         self._unhandleable.inc()
+
+    def failed(self, error: Exception) -> None:
+        """Counted by the middleware, which sees the handler's outcome."""
 
     def retried(self) -> None:
         self._retries.inc()

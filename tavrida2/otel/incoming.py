@@ -52,10 +52,31 @@ def current_handling() -> Handling | None:
 
 
 def report_failure(error: Exception) -> None:
-    """An engine's ``on_failure``: the delivery in hand could not be handled."""
+    """The delivery in hand could not be handled: its span says so."""
     handling = current_handling()
     if handling is not None:
         handling.fail(error)
+
+
+class FailedSpans:
+    """The engine's :class:`~tavrida2.engine.DeliveryEvents` of a traced server.
+
+    A delivery no handler took, or whose handler raised, marks the span of
+    the delivery in hand as failed; retries and dead letters follow from that
+    and add nothing to it.
+    """
+
+    def unhandleable(self, error: Exception) -> None:
+        report_failure(error)
+
+    def failed(self, error: Exception) -> None:
+        report_failure(error)
+
+    def retried(self) -> None:
+        pass
+
+    def dead_lettered(self, reason: str) -> None:
+        pass
 
 
 class DeliveryTracing:
@@ -135,4 +156,4 @@ def _entry_point(headers: dict[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-__all__ = ["DeliveryTracing", "Handling", "current_handling", "report_failure"]
+__all__ = ["DeliveryTracing", "FailedSpans", "Handling", "current_handling", "report_failure"]
