@@ -10,6 +10,7 @@ task of its own (as aiormq does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from collections import deque
@@ -262,6 +263,12 @@ class FakeAioPikaConnection:
         self.channels: list[tuple[bool, FakeAioChannel]] = []
 
     async def connect(self, timeout: float | None = None) -> None:
+        if self.network.deaf_to_cancel:
+            # as asyncio.wait_for can in Python 3.11 (aiormq's connect uses it): a
+            # cancellation that comes as the attempt ends is lost, the attempt fails
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.3)
+            raise ConnectionRefusedError("refused")
         failure = self.network.failures.popleft() if self.network.failures else None
         if failure is not None:
             raise failure
@@ -300,6 +307,8 @@ class FakeNetwork:
         self.connections: list[FakeAioPikaConnection] = []
         self.failures: deque[BaseException | None] = deque()
         self.channel_hangs = False
+        #: Every attempt refused, and deaf to a cancellation while it lasts.
+        self.deaf_to_cancel = False
 
     def __call__(self, url: Any, **kwargs: Any) -> FakeAioPikaConnection:
         connection = FakeAioPikaConnection(self, url, **kwargs)

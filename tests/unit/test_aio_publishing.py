@@ -167,6 +167,23 @@ def test_a_lost_connection_is_reconnected_with_everything_on_it(
     assert "reconnecting" in caplog.text and "reconnected to" in caplog.text
 
 
+def test_close_ends_a_reconnect_whose_attempt_lost_the_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    async def body(driver: AioDriver, network: FakeNetwork) -> None:
+        await driver.connect()
+        network.deaf_to_cancel = True
+        network.connections[0].lose(ConnectionResetError("reset"))
+        await wait_for(lambda: len(network.connections) >= 3)  # reconnecting, refused
+        await asyncio.wait_for(driver.close(), 2.0)
+        attempts = len(network.connections)
+        await asyncio.sleep(0.3)
+        assert len(network.connections) == attempts, "still reconnecting after close()"
+        assert driver._reconnecting is None
+
+    scenario(monkeypatch, body, reconnect_attempts=-1)
+
+
 def test_giving_up_reconnecting_is_reported(monkeypatch: pytest.MonkeyPatch):
     async def body(driver: AioDriver, network: FakeNetwork) -> None:
         await driver.connect()

@@ -9,7 +9,6 @@ its channels on a new connection in ``_attach`` and forgets them in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -111,6 +110,9 @@ class AioConnection(AsyncDriver):
     async def _open(self) -> None:
         await self._drop_connection()
         connection = await self._failover.attempt_async(self._connect_to, CONNECTION_ERRORS)
+        if self._closing:  # opened while close() ran: nobody would close it
+            await discard(connection, self.config.socket_timeout or 3.0)
+            raise ConnectionError("the driver was closed while connecting")
         self._connection = connection
         try:
             await self._attach()
@@ -148,7 +150,9 @@ class AioConnection(AsyncDriver):
                 if attempts < 0
                 else tenacity.stop_after_attempt(max(1, attempts))
             )
-            await self._retrying(stop)
+            # close() cancels this task; the check ends it also where a library's
+            # wait lost that cancellation (asyncio.wait_for of Python 3.11 can)
+            await self._retrying(stop | _WhenClosing(self))
             current = self._failover.current
             log.warning(
                 "reconnected to %s",
@@ -156,6 +160,8 @@ class AioConnection(AsyncDriver):
             )
             tell_reconnected(self.on_reconnect)
         except exceptions.ConnectionFailed as exc:
+            if self._closing:
+                return
             log.error("giving up reconnecting: %s", exc)
             self._failure = exc
             self._gave_up.set()
@@ -215,13 +221,38 @@ class AioConnection(AsyncDriver):
         self._closing = True
         await self._stop_tasks()
         if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reconnecting
+            await _cancelled(self._reconnecting, self.config.socket_timeout or 3.0)
         await self._drop_connection()
 
     async def _stop_tasks(self) -> None:
         """Stop this concern's background tasks (cooperative)."""
+
+
+class _WhenClosing(tenacity.stop.stop_base):
+    """A tenacity stop: the driver is being closed."""
+
+    def __init__(self, driver: AioConnection) -> None:
+        self._driver = driver
+
+    def __call__(self, retry_state: Any) -> bool:
+        return self._driver._closing
+
+
+async def _cancelled(task: asyncio.Task[Any], within: float) -> None:
+    """Cancel ``task`` and wait, at most ``within`` seconds, for it to end.
+
+    Cancelled again while it runs: a cancellation that comes as a library's
+    ``asyncio.wait_for`` ends is lost in Python 3.11. A task still running
+    after ``within`` is left to end by itself (the reconnect loop stops at its
+    next attempt once the driver is closing).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(0.1, max(deadline - loop.time(), 0.0)))
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: its failure was logged where it happened
 
 
 __all__ = ["CONNECTION_ERRORS", "AioConnection", "channel_error"]
