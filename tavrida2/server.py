@@ -170,7 +170,10 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stop_timer: threading.Timer | None = None
+        #: Clear while run() serves: a server only start()ed (its driver pumped by
+        #: the caller, as tests do on the memory broker) has no handler of its own to abandon.
         self._finished = threading.Event()
+        self._finished.set()
         self.started = threading.Event()
 
     @functools.cached_property
@@ -483,7 +486,7 @@ class Server:
             driver.stop()
             for method_driver in self._method_drivers:
                 method_driver.stop()
-            if first and self._stop_timer is None:
+            if first and self._stop_timer is None and not self._finished.is_set():
                 timer = threading.Timer(self.stop_timeout, self._abandon_handler)
                 timer.daemon = True
                 self._stop_timer = timer

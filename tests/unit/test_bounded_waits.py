@@ -249,3 +249,52 @@ def test_reconnecting_does_not_hold_the_lock_between_attempts(monkeypatch) -> No
         driver._reconnect("test")
     assert len(attempts) == 4
     assert lock_free == [True, True, True]
+
+
+def _sync_controller(name: str, gate: threading.Event, entered: threading.Event) -> Any:
+    @dispatcher.rpc_service(name)
+    class Controller(service.ServiceController):
+        @dispatcher.rpc_method(service=name, method="work")
+        def work(self, request: Any, proxy: Any) -> None:
+            entered.set()
+            gate.wait(10)
+
+    return Controller
+
+
+def test_a_sync_server_only_started_arms_no_stop_timer(caplog) -> None:
+    # start() without run(): the caller pumps the driver (tests on the memory broker);
+    # there is no handler of the server's own to abandon, and nothing to report later
+    never = threading.Event()
+    controller = _sync_controller("bounded_started", never, threading.Event())
+    srv = server.Server(memory(False), "started_q", "started_ex", [controller], stop_timeout=0.1)
+    srv.start()
+    srv.stop()
+    assert srv.driver is not None
+    srv.driver.close()
+    time.sleep(0.3)
+    assert srv._stop_timer is None
+    assert "still running" not in caplog.text
+
+
+def test_a_sync_server_run_reports_a_handler_still_running_after_stop_timeout(caplog) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    controller = _sync_controller("bounded_run", gate, entered)
+    srv = server.Server(memory(False), "run_q", "run_ex", [controller], stop_timeout=0.2)
+    broker = MemoryBroker.get(BROKER)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        assert srv.started.wait(5)
+        cast = _cast("bounded_run.work")
+        broker.publish("run_ex", "bounded_run.work", cast.body, cast.headers)
+        assert entered.wait(5)
+        srv.stop()
+        deadline = time.monotonic() + 5
+        while "still running 0.2 s after the stop" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+    finally:
+        gate.set()
+        thread.join(10)
+    assert not thread.is_alive()
