@@ -56,6 +56,22 @@ CallsT = TypeVar("CallsT", SyncCalls, AsyncCalls)
 DriverT = TypeVar("DriverT", SyncDriver, AsyncDriver)
 
 
+def _announce_period(value: Any, config: ConnectionConfig) -> float | None:
+    """``announce_period`` checked: seconds, None, or ``"default"`` (none on memory://)."""
+    if value == "default":
+        # nothing listens in a process of in-memory brokers (tests, demos)
+        return None if config.driver == "memory" else DEFAULT_ANNOUNCE_PERIOD
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise exceptions.ConfigError(reason=f"announce_period={value!r}: expected seconds or None")
+    if not 0 < value < float("inf"):
+        raise exceptions.ConfigError(
+            reason=f"announce_period={value!r}: expected a positive number"
+        )
+    return float(value)
+
+
 class Server:
     """Runs ``service_list`` on one queue and exchange.
 
@@ -126,22 +142,9 @@ class Server:
         self.tracer = tracer
         #: OpenTelemetry's spans of this server's messages (:mod:`tavrida2.otel`); None: off.
         self.telemetry = load_telemetry(otel)
-        if announce_period == "default":
-            # nothing listens in a process of in-memory brokers (tests, demos)
-            announce_period = None if config.driver == "memory" else DEFAULT_ANNOUNCE_PERIOD
-        if announce_period is not None:
-            if isinstance(announce_period, bool) or not isinstance(announce_period, int | float):
-                raise exceptions.ConfigError(
-                    reason=f"announce_period={announce_period!r}: expected seconds or None"
-                )
-            if not 0 < announce_period < float("inf"):
-                raise exceptions.ConfigError(
-                    reason=f"announce_period={announce_period!r}: expected a positive number"
-                )
-            announce_period = float(announce_period)
         #: Seconds between announcements on ``tavrida2.heartbeat`` (:mod:`tavrida2.liveness`);
         #: None: the server does not announce itself.
-        self.announce_period: float | None = announce_period
+        self.announce_period = _announce_period(announce_period, config)
         #: This run of the server, as announcements and ``info()`` name it.
         self.instance_id = instance_id()
         #: When the server started (epoch seconds; 0 before).
