@@ -1,12 +1,15 @@
-"""``rpc_method(prefetch=N)`` on RabbitMQ: a method's own queue and consumer, on both engines.
+"""``rpc_method(prefetch=N, timeout=S)`` on RabbitMQ, on both engines.
 
 A slow method with ``prefetch=1`` does not hold up the other methods of its
 server, runs one message at a time, and a Tavrida 1.0 publish of
-``service.method`` to the service exchange reaches it once.
+``service.method`` to the service exchange reaches it once. A handler past its
+``timeout`` answers its caller with HandlerTimeout (an async one is cancelled),
+and the server goes on serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -172,3 +175,52 @@ def test_a_server_that_gains_a_method_queue_drops_its_old_binding(
     assert seen.of("slow") == [7] and seen.of("before") == []
     info = queue_info(queue)
     assert info is not None and int(info["messages_ready"]) == 0
+
+
+def timed_service(engine: bool, cancelled: Recorder) -> type[service.ServiceController]:
+    class Timed(service.ServiceController):
+        @dispatcher.rpc_method(service="mq", method="late", timeout=0.2)
+        def late(self, request, proxy):
+            time.sleep(1.0)
+            return {"late": True}
+
+        @dispatcher.rpc_method(service="mq", method="quick", timeout=5)
+        def quick(self, request, proxy):
+            return {"quick": True}
+
+    if not engine:
+        return dispatcher.rpc_service("mq")(Timed)
+
+    class TimedAsync(Timed):
+        @dispatcher.rpc_method(service="mq", method="never", timeout=0.2)
+        async def never(self, request, proxy):
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.add("never", True)
+                raise
+
+    return dispatcher.rpc_service("mq")(TimedAsync)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_handler_past_its_timeout_answers_handler_timeout(
+    engine: bool, names: Names, servers: Servers
+) -> None:
+    cancelled = Recorder()
+    exchange, queue = names.exchange("mq"), names.queue("mq")
+    conf = amqp_config(engine, names.connection("mq"))
+    servers.start(server.Server(conf, queue, exchange, [timed_service(engine, cancelled)]))
+    disc = discovery.LocalDiscovery()
+    disc.register_remote_service("mq", exchange)
+    with client.RPCClient(amqp_config(engine), disc, source="it") as cli:
+        ok, (code, result) = cli.mq.late().try_call(timeout=10)
+        assert (ok, code, result["class"]) == (True, 1063, "tavrida2.exceptions.HandlerTimeout")
+        assert "0.2 s" in result["message"]
+        if engine:  # async handlers run on the async engine only
+            started = time.monotonic()
+            ok, (code, result) = cli.mq.never().try_call(timeout=10)
+            assert (ok, code) == (True, 1063)
+            assert time.monotonic() - started < 5
+            cancelled.wait_for("never", 1)
+        assert cli.mq.quick().call(timeout=10).payload == {"quick": True}
